@@ -1,0 +1,67 @@
+//! Runtime configuration the agent hands to the kernel programs.
+
+/// Largest payload prefix the kernel can copy per event. The configured cap
+/// (`--capture-bytes`) must not exceed it. A power of two so that the kernel
+/// can bound lengths with a mask, which the verifier understands.
+pub const MAX_CAPTURE: usize = 4096;
+
+/// Offsets into kernel structs, read at start from /sys/kernel/btf/vmlinux.
+///
+/// Rust eBPF programs get no CO-RE relocations from aya, so the agent
+/// resolves these itself and passes them in. A value of `u32::MAX` means
+/// "not found"; the kernel then skips whatever needs it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `struct sock_common.skc_family` (u16).
+    pub skc_family: u32,
+    /// `struct sock_common.skc_daddr` (IPv4 remote, network order).
+    pub skc_daddr: u32,
+    /// `struct sock_common.skc_rcv_saddr` (IPv4 local, network order).
+    pub skc_rcv_saddr: u32,
+    /// `struct sock_common.skc_dport` (u16, network order).
+    pub skc_dport: u32,
+    /// `struct sock_common.skc_num` (u16, host order local port).
+    pub skc_num: u32,
+    /// `struct sock_common.skc_v6_daddr` (16 bytes).
+    pub skc_v6_daddr: u32,
+    /// `struct sock_common.skc_v6_rcv_saddr` (16 bytes).
+    pub skc_v6_rcv_saddr: u32,
+    pub _pad: u32,
+}
+
+/// Offsets for walking a task's file table to the `struct sock` behind an
+/// fd: task_struct.files -> files_struct.fdt -> fdtable.fd[fd] -> file
+/// -> private_data (struct socket) -> sk. Used where the
+/// `sock:sock_*_length` tracepoints are missing (kernels before 6.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdTableOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub socket_sk: u32,
+}
+
+/// Configuration read by every kernel program from the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// The agent's own tgid: its syscalls are never traced.
+    pub agent_tgid: u32,
+    /// Payload bytes to copy per event, at most [`MAX_CAPTURE`].
+    pub capture_bytes: u32,
+    /// Only this tgid is traced when non-zero (first `--pid`, a kernel-side
+    /// shortcut; userspace still applies the full selection).
+    pub only_tgid: u32,
+    pub _pad: u32,
+    pub sock: SockOffsets,
+    pub fdtable: FdTableOffsets,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelConfig {}

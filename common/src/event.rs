@@ -1,0 +1,193 @@
+//! Events the kernel programs send to the agent through the `EVENTS` ring
+//! buffer. Every event starts with an [`EventHeader`]; a
+//! [`EventKind::Data`] event continues with a [`Tuple`] and `captured`
+//! payload bytes.
+
+use crate::config::MAX_CAPTURE;
+
+/// What an event reports. Sent as a `u8`; decoded with `TryFrom`, never
+/// transmuted, so an unknown value is an error rather than UB.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Bytes moved on a TCP socket by a read/write family syscall.
+    Data = 1,
+    /// accept()/accept4() returned a new fd: the process is the server.
+    Accept = 2,
+    /// connect() on a TCP socket succeeded or is in progress: the process is the client.
+    Connect = 3,
+    /// close() of an fd that was seen moving TCP bytes.
+    Close = 4,
+    /// A process (thread group leader) exited.
+    ProcessExit = 5,
+    /// A process called exec(): cached metadata for its pid is stale.
+    ProcessExec = 6,
+}
+
+impl TryFrom<u8> for EventKind {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        Ok(match v {
+            1 => Self::Data,
+            2 => Self::Accept,
+            3 => Self::Connect,
+            4 => Self::Close,
+            5 => Self::ProcessExit,
+            6 => Self::ProcessExec,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Which way the bytes went, seen from the traced process.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// write, writev, sendto, sendmsg.
+    Egress = 0,
+    /// read, readv, recvfrom, recvmsg.
+    Ingress = 1,
+}
+
+impl TryFrom<u8> for Direction {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        match v {
+            0 => Ok(Self::Egress),
+            1 => Ok(Self::Ingress),
+            other => Err(other),
+        }
+    }
+}
+
+/// The syscall that produced a data event (diagnostics only).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 0,
+    Write = 1,
+    Readv = 2,
+    Writev = 3,
+    Sendto = 4,
+    Recvfrom = 5,
+    Sendmsg = 6,
+    Recvmsg = 7,
+}
+
+impl Syscall {
+    pub const fn direction(self) -> Direction {
+        match self {
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg => Direction::Ingress,
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg => Direction::Egress,
+        }
+    }
+}
+
+/// Common head of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`EventKind`].
+    pub kind: u8,
+    /// [`Direction`] for data events.
+    pub direction: u8,
+    /// [`Syscall`] for data events.
+    pub syscall: u8,
+    pub _pad0: u8,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The fd the syscall acted on (the new fd for accept).
+    pub fd: i32,
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall entry.
+    pub ts_enter_ns: u64,
+    /// CLOCK_MONOTONIC at syscall exit.
+    pub ts_exit_ns: u64,
+    /// Kernel address of the `struct sock`, an identity for the connection
+    /// (0 when unknown).
+    pub sk: u64,
+    /// Syscall return value: bytes moved for data events.
+    pub ret: i64,
+    /// Payload bytes that follow the tuple (data events only).
+    pub captured: u32,
+    pub _pad1: u32,
+}
+
+/// Address family values as the kernel reports them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A TCP connection's endpoints, seen from the traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// `AF_INET`, `AF_INET6`, or 0 when unknown.
+    pub family: u16,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    pub _pad: u16,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address: IPv4 in the first 4 bytes, or IPv6.
+    pub daddr: [u8; 16],
+}
+
+/// A data event as built by the kernel in per-CPU scratch memory. Only
+/// `size_of::<EventHeader>() + size_of::<Tuple>() + captured` bytes of it
+/// are sent.
+#[repr(C)]
+pub struct DataEvent {
+    pub hdr: EventHeader,
+    pub tuple: Tuple,
+    pub payload: [u8; MAX_CAPTURE],
+}
+
+/// Bytes of a data event before its payload.
+pub const DATA_PREFIX: usize = core::mem::size_of::<EventHeader>() + core::mem::size_of::<Tuple>();
+
+/// Per-CPU counters kept by the kernel programs.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Ring buffer full: an event was lost.
+    RingbufFull = 0,
+    /// The in-flight syscall map was full: a syscall went untraced.
+    InflightFull = 1,
+    /// Copying the payload from user memory failed (event sent without it).
+    PayloadReadFailed = 2,
+    /// Data events sent.
+    DataEvents = 3,
+    /// Control events (accept, connect, close, exit) sent.
+    ControlEvents = 4,
+    /// The socket-fd map was full: a close() may go unreported.
+    SocketFdsFull = 5,
+}
+
+/// Number of [`Counter`] slots.
+pub const COUNTER_SLOTS: u32 = 8;
+
+impl Counter {
+    pub const ALL: [Counter; 6] = [
+        Counter::RingbufFull,
+        Counter::InflightFull,
+        Counter::PayloadReadFailed,
+        Counter::DataEvents,
+        Counter::ControlEvents,
+        Counter::SocketFdsFull,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::RingbufFull => "ringbuf_full",
+            Counter::InflightFull => "inflight_full",
+            Counter::PayloadReadFailed => "payload_read_failed",
+            Counter::DataEvents => "data_events",
+            Counter::ControlEvents => "control_events",
+            Counter::SocketFdsFull => "socket_fds_full",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+pub mod user;

@@ -1,0 +1,150 @@
+//! Userspace decoding of ring-buffer records. Records are read by copying
+//! (`read_unaligned`), never by casting the buffer, because ring-buffer
+//! memory carries no alignment promise for our structs.
+
+use core::fmt;
+use core::mem::size_of;
+
+use super::{DATA_PREFIX, Direction, EventHeader, EventKind, Syscall, Tuple};
+
+/// A decoded ring-buffer record, borrowing its payload.
+#[derive(Debug)]
+pub struct Event<'a> {
+    pub kind: EventKind,
+    pub hdr: EventHeader,
+    /// Data events only.
+    pub data: Option<DataPart<'a>>,
+}
+
+#[derive(Debug)]
+pub struct DataPart<'a> {
+    pub direction: Direction,
+    pub syscall: Option<Syscall>,
+    pub tuple: Tuple,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { need: usize, got: usize },
+    UnknownKind(u8),
+    UnknownDirection(u8),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Short { need, got } => write!(f, "record too short: need {need} bytes, got {got}"),
+            Self::UnknownKind(k) => write!(f, "unknown event kind {k}"),
+            Self::UnknownDirection(d) => write!(f, "unknown direction {d}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn read<T: Copy>(buf: &[u8], at: usize) -> Result<T, DecodeError> {
+    let need = at + size_of::<T>();
+    if buf.len() < need {
+        return Err(DecodeError::Short { need, got: buf.len() });
+    }
+    // SAFETY: bounds checked above; T is a plain-old-data repr(C) struct.
+    Ok(unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at).cast::<T>()) })
+}
+
+fn syscall_from(v: u8) -> Option<Syscall> {
+    Some(match v {
+        0 => Syscall::Read,
+        1 => Syscall::Write,
+        2 => Syscall::Readv,
+        3 => Syscall::Writev,
+        4 => Syscall::Sendto,
+        5 => Syscall::Recvfrom,
+        6 => Syscall::Sendmsg,
+        7 => Syscall::Recvmsg,
+        _ => return None,
+    })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
+    let hdr: EventHeader = read(buf, 0)?;
+    let kind = EventKind::try_from(hdr.kind).map_err(DecodeError::UnknownKind)?;
+    let data = if kind == EventKind::Data {
+        let tuple: Tuple = read(buf, size_of::<EventHeader>())?;
+        let direction = Direction::try_from(hdr.direction).map_err(DecodeError::UnknownDirection)?;
+        let end = DATA_PREFIX + hdr.captured as usize;
+        let payload = buf
+            .get(DATA_PREFIX..end)
+            .ok_or(DecodeError::Short { need: end, got: buf.len() })?;
+        Some(DataPart { direction, syscall: syscall_from(hdr.syscall), tuple, payload })
+    } else {
+        None
+    };
+    Ok(Event { kind, hdr, data })
+}
+
+impl Tuple {
+    /// Local endpoint.
+    pub fn local(&self) -> Option<std::net::SocketAddr> {
+        self.addr(&self.saddr, self.sport)
+    }
+
+    /// Remote endpoint.
+    pub fn remote(&self) -> Option<std::net::SocketAddr> {
+        self.addr(&self.daddr, self.dport)
+    }
+
+    fn addr(&self, raw: &[u8; 16], port: u16) -> Option<std::net::SocketAddr> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let ip = match self.family {
+            super::AF_INET => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+            super::AF_INET6 => {
+                let v6 = Ipv6Addr::from(*raw);
+                // Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d.
+                match v6.to_ipv4_mapped() {
+                    Some(v4) => IpAddr::V4(v4),
+                    None => IpAddr::V6(v6),
+                }
+            }
+            _ => return None,
+        };
+        Some(std::net::SocketAddr::new(ip, port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> &[u8] {
+        // SAFETY: test-only view of a repr(C) value as bytes.
+        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    #[test]
+    fn decodes_data_event_with_payload() {
+        let hdr = EventHeader { kind: 1, direction: 1, captured: 3, tgid: 7, ..Default::default() };
+        let tuple = Tuple { family: super::super::AF_INET, sport: 80, dport: 5000, ..Default::default() };
+        let mut buf = bytes_of(&hdr).to_vec();
+        buf.extend_from_slice(bytes_of(&tuple));
+        buf.extend_from_slice(b"GET");
+        let ev = decode(&buf).unwrap();
+        assert_eq!(ev.kind, EventKind::Data);
+        let d = ev.data.unwrap();
+        assert_eq!(d.payload, b"GET");
+        assert_eq!(d.direction, Direction::Ingress);
+        assert_eq!(d.tuple.local().unwrap().port(), 80);
+    }
+
+    #[test]
+    fn rejects_truncated_and_unknown() {
+        let hdr = EventHeader { kind: 1, captured: 10, ..Default::default() };
+        let mut buf = bytes_of(&hdr).to_vec();
+        buf.extend_from_slice(bytes_of(&Tuple::default()));
+        assert!(matches!(decode(&buf), Err(DecodeError::Short { .. })));
+        let hdr = EventHeader { kind: 99, ..Default::default() };
+        assert_eq!(decode(bytes_of(&hdr)).unwrap_err(), DecodeError::UnknownKind(99));
+        assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
+    }
+}
