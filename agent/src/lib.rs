@@ -1,7 +1,21 @@
 //! wirespan agent library: everything but the wiring in `main.rs`.
 //!
-//! The parts follow DESIGN.md's data flow: `capture` reads kernel events,
-//! `conn` keeps the connection table and feeds `protocol` parsers, `span`
-//! turns finished exchanges into spans, and `export` writes them out.
+//! The parts follow DESIGN.md's data flow: `loader` attaches the kernel
+//! programs, `capture` reads their events, `conn` keeps the connection
+//! table and feeds `protocol` parsers, `span` turns finished exchanges
+//! into spans, `pipeline` batches them and `export` writes them out.
 
+pub mod btf;
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod export;
+pub mod loader;
+pub mod pipeline;
+pub mod process;
 pub mod protocol;
+pub mod run;
+pub mod select;
+pub mod span;
+pub mod stats;

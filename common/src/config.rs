@@ -47,7 +47,7 @@ pub struct FdTableOffsets {
     pub socket_sk: u32,
 }
 
-/// Configuration read by every kernel program from the `CONFIG` array.
+/// Configuration read by every kernel program from the `CONFIG` global.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelConfig {

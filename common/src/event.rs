@@ -72,13 +72,17 @@ pub enum Syscall {
     Recvfrom = 5,
     Sendmsg = 6,
     Recvmsg = 7,
+    /// sendfile(): bytes move from a file to the socket, none are captured.
+    Sendfile = 8,
 }
 
 impl Syscall {
     pub const fn direction(self) -> Direction {
         match self {
             Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg => Direction::Ingress,
-            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg => Direction::Egress,
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendfile => {
+                Direction::Egress
+            }
         }
     }
 }

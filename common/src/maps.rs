@@ -4,7 +4,8 @@
 pub const EVENTS: &str = "EVENTS";
 /// Per-CPU counters, indexed by [`crate::event::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
-/// Runtime configuration, one [`crate::config::KernelConfig`] at index 0.
+/// Read-only global holding the [`crate::config::KernelConfig`], set by the
+/// loader with `EbpfLoader::override_global`.
 pub const CONFIG: &str = "CONFIG";
 
 /// Capacity of the ring buffer in bytes (power of two, page multiple).

@@ -62,6 +62,7 @@ fn syscall_from(v: u8) -> Option<Syscall> {
         5 => Syscall::Recvfrom,
         6 => Syscall::Sendmsg,
         7 => Syscall::Recvmsg,
+        8 => Syscall::Sendfile,
         _ => return None,
     })
 }

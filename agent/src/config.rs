@@ -1,0 +1,132 @@
+//! Command-line flags (each also an environment variable) and their checks.
+
+use std::{fmt, str::FromStr};
+
+use clap::{Parser, ValueEnum};
+use wirespan_common::config::MAX_CAPTURE;
+
+/// wirespan traces the HTTP traffic of unmodified services from the kernel
+/// and turns it into OpenTelemetry spans.
+///
+/// With no selector it traces every process on the node. Selectors narrow
+/// that: a process must satisfy every kind of selector given, and values
+/// within one kind are alternatives.
+#[derive(Debug, Parser)]
+#[command(name = "wirespan", version, about, long_about)]
+pub struct Cli {
+    /// Span output on stdout: `text` (one line per span), `json` (one
+    /// OTLP/JSON ExportTraceServiceRequest per line) or `off`.
+    #[arg(long, env = "WIRESPAN_PRINT", value_enum, default_value_t = PrintMode::Text)]
+    pub print: PrintMode,
+
+    /// Trace only these process ids (repeat the flag or separate with commas).
+    #[arg(long = "pid", env = "WIRESPAN_PID", value_delimiter = ',', value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Trace only processes whose executable path (/proc/PID/exe) matches
+    /// this glob, e.g. `*/python3*` or `/usr/sbin/nginx`.
+    #[arg(long, env = "WIRESPAN_EXE_PATH", value_name = "GLOB")]
+    pub exe_path: Option<glob::Pattern>,
+
+    /// Trace only connections whose server port is in this list, e.g.
+    /// `8080,9000-9100`. The server port is the local port of a connection
+    /// a process accepted, and the remote port of one it opened.
+    #[arg(long, env = "WIRESPAN_OPEN_PORTS", value_name = "LIST")]
+    pub open_ports: Option<PortList>,
+
+    /// Payload bytes captured per syscall (1 to 4096). HTTP heads longer
+    /// than this are parsed as far as they were captured.
+    #[arg(long, env = "WIRESPAN_CAPTURE_BYTES", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CAPTURE as i64))]
+    pub capture_bytes: u32,
+
+    /// Connections tracked at once; the least recently used are evicted
+    /// (and counted) beyond this.
+    #[arg(long, env = "WIRESPAN_MAX_CONNECTIONS", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_connections: u32,
+
+    /// Log level for the agent's own messages on stderr (error, warn, info,
+    /// debug, trace).
+    #[arg(long, env = "WIRESPAN_LOG_LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrintMode {
+    Text,
+    Json,
+    Off,
+}
+
+/// A set of TCP ports given as `80,8080,9000-9100`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortList(Vec<(u16, u16)>);
+
+impl PortList {
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PortListError(String);
+
+impl fmt::Display for PortListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid port list: {} (expected e.g. 80,8080,9000-9100)", self.0)
+    }
+}
+
+impl std::error::Error for PortListError {}
+
+impl FromStr for PortList {
+    type Err = PortListError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let port = |p: &str| -> Result<u16, PortListError> {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| PortListError(format!("`{p}` is not a port")))
+        };
+        let mut out = Vec::new();
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let range = match part.split_once('-') {
+                Some((lo, hi)) => (port(lo)?, port(hi)?),
+                None => (port(part)?, port(part)?),
+            };
+            if range.0 > range.1 {
+                return Err(PortListError(format!("`{part}` is an empty range")));
+            }
+            out.push(range);
+        }
+        if out.is_empty() {
+            return Err(PortListError("empty".into()));
+        }
+        Ok(PortList(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists() {
+        let l: PortList = "80, 8080,9000-9100".parse().unwrap();
+        assert!(l.contains(80) && l.contains(9050) && l.contains(9100));
+        assert!(!l.contains(81) && !l.contains(8999));
+        assert!("".parse::<PortList>().is_err());
+        assert!("0".parse::<PortList>().is_err());
+        assert!("9-1".parse::<PortList>().is_err());
+        assert!("http".parse::<PortList>().is_err());
+        assert!("70000".parse::<PortList>().is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

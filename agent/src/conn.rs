@@ -1,0 +1,225 @@
+//! The connection table: the one place that knows both fds and streams.
+//! Kernel events come in, keyed by (tgid, fd); HTTP/1 exchanges go to the
+//! parser of that connection; finished exchanges come out as spans.
+
+use std::{collections::HashMap, sync::Arc};
+
+use wirespan_common::event::{
+    Direction, EventKind,
+    user::{DataPart, Event},
+};
+
+use crate::{
+    clock::BootClock,
+    process::{ProcessCache, ProcessInfo},
+    protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
+    select::Selector,
+    span::{
+        Span,
+        assemble::{Endpoints, span_from_exchange},
+    },
+    stats::{Stats, add},
+};
+
+type Key = (u32, i32);
+
+struct Conn {
+    sk: u64,
+    ends: Endpoints,
+    http: Http1Conn,
+    last_ts: u64,
+    process: Arc<ProcessInfo>,
+}
+
+pub struct ConnTable {
+    conns: HashMap<Key, Conn>,
+    max_conns: usize,
+    procs: ProcessCache,
+    /// Selection decision per pid, cleared with the process cache.
+    selected: HashMap<u32, bool>,
+    selector: Selector,
+    clock: BootClock,
+    limits: Limits,
+    stats: Arc<Stats>,
+    exchanges: Vec<Exchange>,
+}
+
+impl ConnTable {
+    pub fn new(selector: Selector, clock: BootClock, max_conns: usize, stats: Arc<Stats>) -> Self {
+        Self {
+            conns: HashMap::new(),
+            max_conns,
+            procs: ProcessCache::new(4096),
+            selected: HashMap::new(),
+            selector,
+            clock,
+            limits: Limits::default(),
+            stats,
+            exchanges: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Handles one kernel event; finished spans are appended to `out`.
+    pub fn on_event(&mut self, ev: &Event<'_>, out: &mut Vec<Span>) {
+        let h = &ev.hdr;
+        match ev.kind {
+            EventKind::Data => {
+                if let Some(d) = &ev.data {
+                    self.on_data(h.tgid, h.fd, h.sk, h.ts_enter_ns, h.ts_exit_ns, h.ret, d, out);
+                }
+            }
+            // A fresh connection on this fd: whatever we held for it is
+            // over (its close() was missed, e.g. dup2 or fd passing).
+            EventKind::Accept | EventKind::Connect | EventKind::Close => {
+                self.close_conn((h.tgid, h.fd), h.ts_exit_ns, out);
+            }
+            EventKind::ProcessExit => {
+                let keys: Vec<Key> = self.conns.keys().filter(|k| k.0 == h.tgid).copied().collect();
+                for k in keys {
+                    self.close_conn(k, h.ts_exit_ns, out);
+                }
+                self.procs.remove(h.tgid);
+                self.selected.remove(&h.tgid);
+            }
+            EventKind::ProcessExec => {
+                self.procs.refresh(h.tgid);
+                self.selected.remove(&h.tgid);
+            }
+        }
+    }
+
+    fn process_selected(&mut self, tgid: u32) -> Option<Arc<ProcessInfo>> {
+        let info = self.procs.get(tgid);
+        let sel = match self.selected.get(&tgid) {
+            Some(&s) => s,
+            None => {
+                if self.selected.len() >= 4096 {
+                    self.selected.clear();
+                }
+                let s = self.selector.process(&info);
+                self.selected.insert(tgid, s);
+                s
+            }
+        };
+        sel.then_some(info)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        sk: u64,
+        ts_enter: u64,
+        ts_exit: u64,
+        ret: i64,
+        d: &DataPart<'_>,
+        out: &mut Vec<Span>,
+    ) {
+        let key = (tgid, fd);
+        if let Some(c) = self.conns.get(&key) {
+            if sk != 0 && c.sk != 0 && c.sk != sk {
+                self.close_conn(key, ts_enter, out);
+            }
+        }
+        if !self.conns.contains_key(&key) {
+            let Some(process) = self.process_selected(tgid) else {
+                return;
+            };
+            if self.conns.len() >= self.max_conns {
+                self.evict();
+            }
+            add(&self.stats.conns_opened, 1);
+            self.conns.insert(
+                key,
+                Conn { sk, ends: Endpoints::default(), http: Http1Conn::new(self.limits), last_ts: ts_exit, process },
+            );
+        }
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        c.last_ts = ts_exit;
+        if d.tuple.family != 0 {
+            c.ends = Endpoints { local: d.tuple.local(), remote: d.tuple.remote() };
+        }
+        if c.http.is_opaque() {
+            return;
+        }
+        // Reads: the first byte is there when the syscall returns. Writes:
+        // the first byte leaves when the syscall starts.
+        let (t_first, t_last) = match d.direction {
+            Direction::Ingress => (ts_exit, ts_exit),
+            Direction::Egress => (ts_enter, ts_exit),
+        };
+        let before = c.http.counters();
+        let total = usize::try_from(ret).unwrap_or(0);
+        c.http.feed(d.direction, d.payload, total, t_first, t_last, &mut self.exchanges);
+        let after = c.http.counters();
+        self.count_parser(before, after);
+        if !self.exchanges.is_empty() {
+            let (ends, process) = (c.ends, c.process.clone());
+            self.emit(ends, process, out);
+        }
+    }
+
+    fn count_parser(&self, b: Http1Counters, a: Http1Counters) {
+        let s = &self.stats;
+        add(&s.http1_malformed, a.malformed.saturating_sub(b.malformed));
+        add(&s.http1_head_too_large, a.head_too_large.saturating_sub(b.head_too_large));
+        add(&s.http1_pending_overflow, a.pending_overflow.saturating_sub(b.pending_overflow));
+        add(&s.http1_gaps, a.gaps.saturating_sub(b.gaps));
+        add(&s.http1_orphan_responses, a.orphan_responses.saturating_sub(b.orphan_responses));
+    }
+
+    /// Turns collected exchanges into spans, applying `--open-ports`.
+    fn emit(&mut self, ends: Endpoints, process: Arc<ProcessInfo>, out: &mut Vec<Span>) {
+        for ex in self.exchanges.drain(..) {
+            let server_port = match ex.role {
+                Role::Server => ends.local.map(|a| a.port()),
+                Role::Client => ends.remote.map(|a| a.port()),
+            };
+            if self.selector.server_port(server_port) {
+                out.push(span_from_exchange(&ex, ends, process.clone(), &self.clock));
+            }
+        }
+    }
+
+    fn close_conn(&mut self, key: Key, ts: u64, out: &mut Vec<Span>) {
+        let Some(mut c) = self.conns.remove(&key) else {
+            return;
+        };
+        let before = c.http.counters();
+        c.http.close(ts, &mut self.exchanges);
+        self.count_parser(before, c.http.counters());
+        self.emit(c.ends, c.process, out);
+    }
+
+    /// Drops the least recently used sixteenth of the table (at least one).
+    fn evict(&mut self) {
+        let n = (self.conns.len() / 16).max(1);
+        let mut ages: Vec<(u64, Key)> = self.conns.iter().map(|(k, c)| (c.last_ts, *k)).collect();
+        ages.select_nth_unstable_by_key(n - 1, |a| a.0);
+        for (_, k) in ages.into_iter().take(n) {
+            if let Some(c) = self.conns.remove(&k) {
+                add(&self.stats.requests_lost_evicted, c.http.pending() as u64);
+            }
+        }
+        add(&self.stats.conns_evicted, n as u64);
+    }
+
+    /// At shutdown: requests still waiting for a response are counted, not
+    /// reported as failures of the service.
+    pub fn shutdown(&mut self) {
+        let pending: usize = self.conns.values().map(|c| c.http.pending()).sum();
+        add(&self.stats.requests_lost_shutdown, pending as u64);
+        self.conns.clear();
+    }
+}

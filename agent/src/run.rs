@@ -1,0 +1,208 @@
+//! Start-up checks and the agent's lifetime: load, attach, capture, export,
+//! and a clean shutdown on SIGINT/SIGTERM.
+
+use std::{
+    io::{self, LineWriter},
+    path::Path,
+    sync::{Arc, mpsc},
+};
+
+use anyhow::Context;
+use aya::maps::{PerCpuArray, RingBuf};
+use log::{info, warn};
+use wirespan_common::{
+    config::{FdTableOffsets, KernelConfig, SockOffsets},
+    event::Counter,
+    maps,
+};
+
+use crate::{
+    btf::KernelBtf,
+    capture,
+    clock::BootClock,
+    config::{Cli, PrintMode},
+    conn::ConnTable,
+    export::{Exporter, JsonLines, text::TextLines},
+    loader, pipeline,
+    select::Selector,
+    stats::Stats,
+};
+
+/// Spans waiting for the exporter at most; beyond it they are dropped and
+/// counted, so a stalled stdout cannot grow memory.
+const SPAN_QUEUE: usize = 16 * 1024;
+
+/// A problem with how the agent was started: reported in one line, exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("wirespan needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): run it with sudo")]
+    NotPrivileged,
+    #[error("--pid {0}: no such process (see `ps`); give the pid of a running process")]
+    NoSuchPid(u32),
+}
+
+/// Capability bits the agent needs, from linux/capability.h.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn preflight(cli: &Cli) -> Result<(), UsageError> {
+    let caps = effective_caps();
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        return Err(UsageError::NotPrivileged);
+    }
+    for &pid in &cli.pids {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(UsageError::NoSuchPid(pid));
+        }
+    }
+    Ok(())
+}
+
+fn offsets() -> (SockOffsets, FdTableOffsets) {
+    let none = |e: &dyn std::fmt::Display, what: &str| {
+        warn!("kernel BTF: {e}; lost: {what}");
+    };
+    let unknown_sock = SockOffsets {
+        skc_family: u32::MAX,
+        skc_daddr: u32::MAX,
+        skc_rcv_saddr: u32::MAX,
+        skc_dport: u32::MAX,
+        skc_num: u32::MAX,
+        skc_v6_daddr: u32::MAX,
+        skc_v6_rcv_saddr: u32::MAX,
+        _pad: 0,
+    };
+    let unknown_fd = FdTableOffsets {
+        task_files: u32::MAX,
+        files_fdt: u32::MAX,
+        fdtable_max_fds: u32::MAX,
+        fdtable_fd: u32::MAX,
+        file_private_data: u32::MAX,
+        file_f_inode: u32::MAX,
+        inode_i_mode: u32::MAX,
+        socket_sk: u32::MAX,
+    };
+    let btf = match KernelBtf::from_sys() {
+        Ok(b) => b,
+        Err(e) => {
+            none(&e, "connection addresses and ports (server.port, client.address, --open-ports)");
+            return (unknown_sock, unknown_fd);
+        }
+    };
+    let sock = btf.sock_offsets().unwrap_or_else(|e| {
+        none(&e, "connection addresses and ports (server.port, client.address, --open-ports)");
+        unknown_sock
+    });
+    let fd = btf.fdtable_offsets().unwrap_or(unknown_fd);
+    (sock, fd)
+}
+
+fn exporter(mode: PrintMode) -> Option<Box<dyn Exporter>> {
+    match mode {
+        PrintMode::Text => Some(Box::new(TextLines::new(LineWriter::new(io::stdout())))),
+        PrintMode::Json => Some(Box::new(JsonLines::new(LineWriter::new(io::stdout())))),
+        PrintMode::Off => None,
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (sock, fdtable) = offsets();
+    let kcfg = KernelConfig {
+        agent_tgid: std::process::id(),
+        capture_bytes: cli.capture_bytes,
+        only_tgid: if cli.pids.len() == 1 { cli.pids[0] } else { 0 },
+        _pad: 0,
+        sock,
+        fdtable,
+    };
+    let mut ebpf = loader::load(&kcfg)?;
+    let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
+
+    let stats = Arc::new(Stats::default());
+    let selector = Selector { pids: cli.pids.clone(), exe_path: cli.exe_path.clone(), open_ports: cli.open_ports.clone() };
+    let table = ConnTable::new(selector, BootClock::measure(), cli.max_connections as usize, stats.clone());
+
+    let (tx, rx) = mpsc::sync_channel(SPAN_QUEUE);
+    let exp = exporter(cli.print);
+    let exp_stats = stats.clone();
+    let exporter_thread = std::thread::Builder::new()
+        .name("wirespan-export".into())
+        .spawn(move || pipeline::run_exporter(rx, exp, exp_stats))
+        .context("starting the exporter thread")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let capture = tokio::spawn(capture::run(ring, table, tx, stats.clone(), stop_rx));
+    eprintln!("wirespan: ready (tracing {})", describe_scope(&cli));
+
+    wait_for_signal().await?;
+    info!("stopping");
+    let _ = stop_tx.send(true);
+    capture.await.context("capture task panicked")??;
+    // The capture task dropped the span sender: the exporter drains and ends.
+    if exporter_thread.join().is_err() {
+        warn!("exporter thread panicked");
+    }
+    let kernel = kernel_counters(&ebpf);
+    drop(ebpf); // detaches every program
+    print_counters(&stats, &kernel);
+    Ok(())
+}
+
+fn describe_scope(cli: &Cli) -> String {
+    let mut parts = Vec::new();
+    if !cli.pids.is_empty() {
+        parts.push(format!("pids {:?}", cli.pids));
+    }
+    if let Some(g) = &cli.exe_path {
+        parts.push(format!("exe {g}"));
+    }
+    if cli.open_ports.is_some() {
+        parts.push("selected ports".to_string());
+    }
+    if parts.is_empty() { "every process".to_string() } else { parts.join(", ") }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn kernel_counters(ebpf: &aya::Ebpf) -> Vec<(&'static str, u64)> {
+    let Some(map) = ebpf.map(maps::COUNTERS) else {
+        return Vec::new();
+    };
+    let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+        return Vec::new();
+    };
+    Counter::ALL
+        .iter()
+        .map(|c| (c.name(), arr.get(&(*c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)))
+        .collect()
+}
+
+fn print_counters(stats: &Stats, kernel: &[(&'static str, u64)]) {
+    let mut obj = serde_json::Map::new();
+    for (k, v) in kernel.iter().copied().chain(stats.snapshot()) {
+        obj.insert(k.to_string(), v.into());
+    }
+    eprintln!("wirespan: counters {}", serde_json::Value::Object(obj));
+}

@@ -1,0 +1,65 @@
+//! Finished spans, the one type exporters see.
+
+pub mod assemble;
+pub mod route;
+
+use std::sync::Arc;
+
+use crate::process::ProcessInfo;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Unset,
+    Error(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Span {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub status: Status,
+    /// The process that served or made the request; it becomes the
+    /// span's OpenTelemetry Resource.
+    pub process: Arc<ProcessInfo>,
+}
+
+impl Span {
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_ns.saturating_sub(self.start_unix_ns)
+    }
+}
+
+/// Random, non-zero trace and span ids (W3C forbids all-zero ids).
+pub fn new_ids() -> ([u8; 16], [u8; 8]) {
+    let mut trace = [0u8; 16];
+    let mut span = [0u8; 8];
+    while trace == [0; 16] {
+        rand::fill(&mut trace);
+    }
+    while span == [0; 8] {
+        rand::fill(&mut span);
+    }
+    (trace, span)
+}

@@ -1,0 +1,47 @@
+//! Span names need low cardinality: `GET /users/{id}`, not one name per
+//! user. Without the application's route table we template the path:
+//! segments that look like identifiers become `{id}`.
+
+/// Path segments longer than this are identifiers whatever they contain.
+const LONG_SEGMENT: usize = 48;
+
+fn is_identifier(seg: &str) -> bool {
+    if seg.is_empty() {
+        return false;
+    }
+    if seg.len() > LONG_SEGMENT || seg.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    // UUIDs and long hex strings (hashes, object ids).
+    let hex = seg.bytes().filter(|b| b.is_ascii_hexdigit()).count();
+    let dashes = seg.bytes().filter(|&b| b == b'-').count();
+    hex + dashes == seg.len() && hex >= 16 && seg.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// `/users/42/orders/9f1c...` -> `/users/{id}/orders/{id}`.
+pub fn template(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(if is_identifier(seg) { "{id}" } else { seg });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::template;
+
+    #[test]
+    fn templates_identifiers_only() {
+        assert_eq!(template("/"), "/");
+        assert_eq!(template("/users/42"), "/users/{id}");
+        assert_eq!(template("/a/550e8400-e29b-41d4-a716-446655440000/b"), "/a/{id}/b");
+        assert_eq!(template("/blob/0123456789abcdef0123"), "/blob/{id}");
+        assert_eq!(template("/index.html"), "/index.html");
+        assert_eq!(template("/api/v1/status"), "/api/v1/status");
+        assert_eq!(template("/deadbeefdeadbeef"), "/deadbeefdeadbeef"); // no digit: a word
+    }
+}

@@ -1,0 +1,40 @@
+//! The agent's own counters: every drop is counted somewhere here or in the
+//! kernel's per-CPU COUNTERS map.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub struct Stats { $(#[doc = $doc] pub $name: AtomicU64,)* }
+
+        impl Stats {
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    events: "ring-buffer records read",
+    decode_errors: "records that failed to decode",
+    spans_emitted: "spans handed to the exporter",
+    spans_exported: "spans written by the exporter",
+    spans_dropped_queue_full: "spans dropped because the exporter queue was full",
+    spans_dropped_export_error: "spans in batches the exporter failed to write",
+    conns_opened: "connections tracked",
+    conns_evicted: "connections evicted because the table was full",
+    requests_lost_evicted: "in-flight requests lost with evicted connections",
+    requests_lost_shutdown: "in-flight requests still open at shutdown",
+    http1_malformed: "HTTP/1 messages abandoned as malformed",
+    http1_head_too_large: "HTTP/1 heads over the size limit",
+    http1_pending_overflow: "requests beyond the per-connection pipelining limit",
+    http1_gaps: "heads cut short by the capture limit",
+    http1_orphan_responses: "responses seen without a request (attached mid-stream)",
+    process_cache_evictions: "process metadata entries evicted",
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}

@@ -1,0 +1,57 @@
+//! Every map the kernel programs share, with names from `wirespan_common::maps`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use wirespan_common::{
+    event::{COUNTER_SLOTS, DataEvent},
+    maps::{EVENTS_BYTES, INFLIGHT_ENTRIES, SOCKET_FDS_ENTRIES},
+};
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// What a thread's current socket syscall is doing, from sys_enter to
+/// sys_exit. LRU so that threads killed mid-syscall cannot fill it.
+#[map(name = "INFLIGHT")]
+pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(INFLIGHT_ENTRIES, 0);
+
+/// (tgid << 32 | fd) -> sk of fds seen moving TCP bytes, so that close()
+/// is reported only for those, and the 4-tuple is read only once per socket.
+#[map(name = "SOCKET_FDS")]
+pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(SOCKET_FDS_ENTRIES, 0);
+
+/// Scratch space for building a data event: far beyond the 512-byte stack.
+/// Twice the payload cap so that a bounded offset plus a bounded length
+/// always stays inside the value, which the verifier can prove.
+#[repr(C)]
+pub struct Scratch {
+    pub ev: DataEvent,
+    pub overflow: [u8; wirespan_common::config::MAX_CAPTURE],
+}
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// One syscall in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Inflight {
+    pub ts_enter: u64,
+    /// Buffer (read/write/sendto/recvfrom), iovec array (readv/writev) or
+    /// user_msghdr (sendmsg/recvmsg).
+    pub buf: u64,
+    /// iovcnt for readv/writev.
+    pub iovcnt: u64,
+    /// Filled by sock:sock_*_length when the fd is an INET TCP socket.
+    pub sk: u64,
+    pub fd: i32,
+    pub syscall: u8,
+    /// 1 when the entry tracks connect().
+    pub is_connect: u8,
+    pub _pad: [u8; 2],
+}

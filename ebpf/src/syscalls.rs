@@ -1,0 +1,255 @@
+//! The read/write family of syscalls. sys_enter_* remembers the buffer;
+//! sock:sock_*_length (see `sock`) marks the syscall as INET TCP socket
+//! I/O; sys_exit_* then copies the first bytes that really moved and sends
+//! a data event. Syscalls on files, pipes and unix sockets end at a map
+//! delete.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_probe_read_user as raw_probe_read_user,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use wirespan_common::{
+    config::MAX_CAPTURE,
+    event::{Counter, DATA_PREFIX, EventKind, Syscall},
+};
+
+use crate::{
+    counters::bump,
+    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch},
+    sock::read_tuple,
+};
+
+// syscalls:* tracepoint formats: args at 16, 24, 32; sys_exit ret at 16.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+
+/// `MAX_CAPTURE - 1`: masks that the verifier turns into value bounds.
+const MASK: usize = MAX_CAPTURE - 1;
+/// iovecs copied from at most, for readv/writev/sendmsg/recvmsg.
+const MAX_IOV: u64 = 8;
+
+#[inline(always)]
+fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: usize) {
+    let id = bpf_get_current_pid_tgid();
+    if crate::config::ignored((id >> 32) as u32) {
+        return;
+    }
+    // SAFETY: offsets from the tracepoint format files.
+    let (fd, buf, cnt) = unsafe {
+        (
+            ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX),
+            ctx.read_at::<u64>(buf_arg).unwrap_or(0),
+            ctx.read_at::<u64>(cnt_arg).unwrap_or(0),
+        )
+    };
+    let inf = Inflight {
+        ts_enter: unsafe { bpf_ktime_get_ns() },
+        buf,
+        iovcnt: cnt,
+        sk: 0,
+        fd: fd as i32,
+        syscall: syscall as u8,
+        is_connect: 0,
+        _pad: [0; 2],
+    };
+    if INFLIGHT.insert(&id, &inf, 0).is_err() {
+        bump(Counter::InflightFull);
+    }
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(p) = INFLIGHT.get_ptr(&id) else {
+        return;
+    };
+    // SAFETY: map value valid until the remove below.
+    let inf = unsafe { *p };
+    let _ = INFLIGHT.remove(&id);
+    if inf.sk == 0 || inf.is_connect != 0 {
+        return; // not INET TCP socket I/O
+    }
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
+    if ret <= 0 {
+        return;
+    }
+    emit_data(&inf, id, ret);
+}
+
+#[inline(always)]
+fn emit_data(inf: &Inflight, id: u64, ret: i64) {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let s: &mut Scratch = unsafe { &mut *s };
+    let tgid = (id >> 32) as u32;
+    let cfg = crate::config::get();
+    let Ok(syscall) = syscall_from(inf.syscall) else {
+        return;
+    };
+
+    s.ev.hdr.kind = EventKind::Data as u8;
+    s.ev.hdr.direction = syscall.direction() as u8;
+    s.ev.hdr.syscall = inf.syscall;
+    s.ev.hdr._pad0 = 0;
+    s.ev.hdr.tgid = tgid;
+    s.ev.hdr.tid = id as u32;
+    s.ev.hdr.fd = inf.fd;
+    s.ev.hdr.ts_enter_ns = inf.ts_enter;
+    s.ev.hdr.ts_exit_ns = unsafe { bpf_ktime_get_ns() };
+    s.ev.hdr.sk = inf.sk;
+    s.ev.hdr.ret = ret;
+    s.ev.hdr._pad1 = 0;
+
+    // The 4-tuple is read once per (tgid, fd, sk); later events leave it
+    // empty and the agent keeps what it learned.
+    let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
+    // SAFETY: plain u64 value.
+    let known = matches!(unsafe { SOCKET_FDS.get(&key) }, Some(sk) if *sk == inf.sk);
+    if known {
+        s.ev.tuple.family = 0;
+    } else {
+        if SOCKET_FDS.insert(&key, &inf.sk, 0).is_err() {
+            bump(Counter::SocketFdsFull);
+        }
+        read_tuple(inf.sk, &cfg.sock, &mut s.ev.tuple);
+    }
+
+    let mut cap = cfg.capture_bytes as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    let want = if (ret as u64) < cap { ret as u64 } else { cap } as usize;
+    let got = match syscall {
+        Syscall::Read | Syscall::Write | Syscall::Sendto | Syscall::Recvfrom => copy_at(s, 0, inf.buf, want),
+        Syscall::Readv | Syscall::Writev => copy_iov(s, inf.buf, inf.iovcnt, want),
+        Syscall::Sendmsg | Syscall::Recvmsg => copy_msghdr(s, inf.buf, want),
+        Syscall::Sendfile => 0,
+    };
+    s.ev.hdr.captured = got as u32;
+
+    // Bound the record size for the verifier: DATA_PREFIX plus at most
+    // 2 * MAX_CAPTURE - 1, which is inside the Scratch value.
+    let len = DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1));
+    // SAFETY: len <= size_of::<Scratch>() by construction above.
+    let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        bump(Counter::RingbufFull);
+    } else {
+        bump(Counter::DataEvents);
+    }
+}
+
+/// Copies `len` user bytes from `src` into the payload at `off`. Returns
+/// the bytes copied (0 on a fault, which is counted).
+#[inline(always)]
+fn copy_at(s: &mut Scratch, off: usize, src: u64, len: usize) -> usize {
+    if len == 0 || src == 0 {
+        return 0;
+    }
+    // Masks give the verifier off in [0, 4095] and n in [1, 4096], so
+    // off + n stays inside payload + overflow (8192 bytes). Without them:
+    // "invalid access to map value, value_size=... off=... size=...".
+    let off = off & MASK;
+    let n = ((len - 1) & MASK) + 1;
+    let dst = unsafe { (s.ev.payload.as_mut_ptr()).add(off) };
+    let rc = unsafe { raw_probe_read_user(dst.cast(), n as u32, src as *const _) };
+    if rc < 0 {
+        bump(Counter::PayloadReadFailed);
+        return 0;
+    }
+    n
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// Copies up to `want` bytes from an iovec array, in order.
+#[inline(always)]
+fn copy_iov(s: &mut Scratch, iov: u64, iovcnt: u64, want: usize) -> usize {
+    let mut got = 0usize;
+    let mut i = 0u64;
+    while i < MAX_IOV {
+        if i >= iovcnt || got >= want || got >= MAX_CAPTURE {
+            break;
+        }
+        let Ok(v) = (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i as usize)) }) else {
+            bump(Counter::PayloadReadFailed);
+            break;
+        };
+        let room = want - got;
+        let n = if (v.len as usize) < room { v.len as usize } else { room };
+        let copied = copy_at(s, got, v.base, n);
+        if copied == 0 && n != 0 {
+            break;
+        }
+        got += copied;
+        i += 1;
+    }
+    got
+}
+
+/// sendmsg/recvmsg: `struct user_msghdr` is userspace ABI (msg_iov at 16,
+/// msg_iovlen at 24 on 64-bit), not a kernel-internal layout.
+#[inline(always)]
+fn copy_msghdr(s: &mut Scratch, msg: u64, want: usize) -> usize {
+    let p = msg as *const u64;
+    let iov = unsafe { bpf_probe_read_user(p.wrapping_add(2)) }.unwrap_or(0);
+    let iovlen = unsafe { bpf_probe_read_user(p.wrapping_add(3)) }.unwrap_or(0);
+    copy_iov(s, iov, iovlen, want)
+}
+
+#[inline(always)]
+fn syscall_from(v: u8) -> Result<Syscall, ()> {
+    Ok(match v {
+        0 => Syscall::Read,
+        1 => Syscall::Write,
+        2 => Syscall::Readv,
+        3 => Syscall::Writev,
+        4 => Syscall::Sendto,
+        5 => Syscall::Recvfrom,
+        6 => Syscall::Sendmsg,
+        7 => Syscall::Recvmsg,
+        8 => Syscall::Sendfile,
+        _ => return Err(()),
+    })
+}
+
+/// One enter/exit pair per syscall. The buffer argument is ARG1 for all of
+/// them; the count argument (iovcnt for the vector forms) is ARG2.
+macro_rules! syscall_pair {
+    ($enter:ident, $exit:ident, $enter_tp:literal, $exit_tp:literal, $sc:expr) => {
+        #[tracepoint(category = "syscalls", name = $enter_tp)]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(&ctx, $sc, ARG1, ARG2);
+            0
+        }
+
+        #[tracepoint(category = "syscalls", name = $exit_tp)]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            on_exit(&ctx);
+            0
+        }
+    };
+}
+
+syscall_pair!(enter_read, exit_read, "sys_enter_read", "sys_exit_read", Syscall::Read);
+syscall_pair!(enter_write, exit_write, "sys_enter_write", "sys_exit_write", Syscall::Write);
+syscall_pair!(enter_readv, exit_readv, "sys_enter_readv", "sys_exit_readv", Syscall::Readv);
+syscall_pair!(enter_writev, exit_writev, "sys_enter_writev", "sys_exit_writev", Syscall::Writev);
+syscall_pair!(enter_sendto, exit_sendto, "sys_enter_sendto", "sys_exit_sendto", Syscall::Sendto);
+syscall_pair!(enter_recvfrom, exit_recvfrom, "sys_enter_recvfrom", "sys_exit_recvfrom", Syscall::Recvfrom);
+syscall_pair!(enter_sendmsg, exit_sendmsg, "sys_enter_sendmsg", "sys_exit_sendmsg", Syscall::Sendmsg);
+syscall_pair!(enter_recvmsg, exit_recvmsg, "sys_enter_recvmsg", "sys_exit_recvmsg", Syscall::Recvmsg);
+syscall_pair!(enter_sendfile, exit_sendfile, "sys_enter_sendfile64", "sys_exit_sendfile64", Syscall::Sendfile);
