@@ -163,20 +163,11 @@ impl ConnTable {
         let total = usize::try_from(ret).unwrap_or(0);
         c.http.feed(d.direction, d.payload, total, t_first, t_last, &mut self.exchanges);
         let after = c.http.counters();
-        self.count_parser(before, after);
+        count_parser(&self.stats, before, after);
         if !self.exchanges.is_empty() {
             let (ends, process) = (c.ends, c.process.clone());
             self.emit(ends, process, out);
         }
-    }
-
-    fn count_parser(&self, b: Http1Counters, a: Http1Counters) {
-        let s = &self.stats;
-        add(&s.http1_malformed, a.malformed.saturating_sub(b.malformed));
-        add(&s.http1_head_too_large, a.head_too_large.saturating_sub(b.head_too_large));
-        add(&s.http1_pending_overflow, a.pending_overflow.saturating_sub(b.pending_overflow));
-        add(&s.http1_gaps, a.gaps.saturating_sub(b.gaps));
-        add(&s.http1_orphan_responses, a.orphan_responses.saturating_sub(b.orphan_responses));
     }
 
     /// Turns collected exchanges into spans, applying `--open-ports`.
@@ -198,7 +189,7 @@ impl ConnTable {
         };
         let before = c.http.counters();
         c.http.close(ts, &mut self.exchanges);
-        self.count_parser(before, c.http.counters());
+        count_parser(&self.stats, before, c.http.counters());
         self.emit(c.ends, c.process, out);
     }
 
@@ -223,3 +214,14 @@ impl ConnTable {
         self.conns.clear();
     }
 }
+
+fn count_parser(s: &Stats, b: Http1Counters, a: Http1Counters) {
+    add(&s.http1_malformed, a.malformed.saturating_sub(b.malformed));
+    add(&s.http1_head_too_large, a.head_too_large.saturating_sub(b.head_too_large));
+    add(&s.http1_pending_overflow, a.pending_overflow.saturating_sub(b.pending_overflow));
+    add(&s.http1_gaps, a.gaps.saturating_sub(b.gaps));
+    add(&s.http1_orphan_responses, a.orphan_responses.saturating_sub(b.orphan_responses));
+}
+
+#[cfg(test)]
+mod tests;

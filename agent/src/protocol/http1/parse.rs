@@ -1,0 +1,182 @@
+//! Turns a finished (or capture-truncated) head's bytes into a
+//! [`RequestHead`] or [`ResponseHead`]. The start line was already
+//! validated by `head::StartMatcher`.
+
+use super::head::{is_tchar, strip_cr};
+use super::{RequestHead, ResponseHead};
+
+/// Splits a head into its start line (without line end; possibly partial)
+/// and the block of complete header lines after it. A truncated head's
+/// last, partial line is left out.
+fn split_head(buf: &[u8]) -> (&[u8], &[u8]) {
+    match buf.iter().position(|&b| b == b'\n') {
+        None => (buf, &[]),
+        Some(k) => {
+            let rest = &buf[k + 1..];
+            let end = rest.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            (strip_cr(&buf[..k]), &rest[..end])
+        }
+    }
+}
+
+/// Header fields the parser cares about.
+#[derive(Debug, Default)]
+struct Fields {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked: bool,
+    host: Option<String>,
+    traceparent: Vec<String>,
+    tracestate: Vec<String>,
+    upgrade: bool,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `None` for anything but digits, a list of equal values (`5, 5`), or overflow.
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let mut result = None;
+    for item in v.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = item.iter().try_fold(0u64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        if result.is_some_and(|r| r != n) {
+            return None;
+        }
+        result = Some(n);
+    }
+    result
+}
+
+/// Parses header lines; `None` means malformed (line without a colon, bad
+/// field name, bad or conflicting Content-Length).
+fn parse_fields(block: &[u8], request: bool) -> Option<Fields> {
+    let mut f = Fields::default();
+    for raw in block.split(|&b| b == b'\n') {
+        let line = strip_cr(raw);
+        let Some(&first) = line.first() else { break };
+        if first == b' ' || first == b'\t' {
+            continue; // obs-fold continuation: ignored
+        }
+        let colon = line.iter().position(|&b| b == b':')?;
+        let name = line[..colon].trim_ascii_end();
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return None;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(value)?;
+            if f.content_length.is_some_and(|old| old != n) {
+                return None;
+            }
+            f.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            f.transfer_encoding = true;
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            f.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if !request {
+            continue;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            f.host.get_or_insert_with(|| lossy(value));
+        } else if name.eq_ignore_ascii_case(b"traceparent") {
+            f.traceparent.push(lossy(value));
+        } else if name.eq_ignore_ascii_case(b"tracestate") {
+            f.tracestate.push(lossy(value));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            f.upgrade = true;
+        }
+    }
+    Some(f)
+}
+
+fn truncate_target(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut n = max;
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        s.truncate(n);
+    }
+    s
+}
+
+#[derive(Debug)]
+pub(super) struct ParsedRequest {
+    pub(super) head: RequestHead,
+    /// An `Upgrade` header: the connection may switch protocols.
+    pub(super) upgrade: bool,
+    /// Transfer-Encoding without chunked last: no framing we can follow.
+    pub(super) unframed: bool,
+}
+
+/// Parses a request head; `None` if malformed.
+pub(super) fn parse_request(
+    buf: &[u8],
+    truncated: bool,
+    max_target_len: usize,
+) -> Option<ParsedRequest> {
+    let (line, block) = split_head(buf);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let version_minor = u8::from(parts.next() != Some(b"HTTP/1.0"));
+    let f = parse_fields(block, true)?;
+    let head = RequestHead {
+        method: lossy(method),
+        target: truncate_target(lossy(target), max_target_len),
+        version_minor,
+        host: f.host,
+        content_length: f.content_length,
+        chunked: f.chunked,
+        traceparent: f.traceparent,
+        tracestate: f.tracestate,
+        head_truncated: truncated,
+    };
+    Some(ParsedRequest {
+        head,
+        upgrade: f.upgrade,
+        unframed: f.transfer_encoding && !f.chunked,
+    })
+}
+
+#[derive(Debug)]
+pub(super) struct ParsedResponse {
+    pub(super) head: ResponseHead,
+    /// Transfer-Encoding without chunked last: the body runs until close.
+    pub(super) unframed: bool,
+}
+
+/// The status code of a response start line (validated by the matcher).
+pub(super) fn response_status(buf: &[u8]) -> u16 {
+    buf.get(9..12)
+        .filter(|d| d.iter().all(u8::is_ascii_digit))
+        .map_or(0, |d| {
+            d.iter()
+                .fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'))
+        })
+}
+
+/// Parses a response head; `Err(status)` if malformed.
+pub(super) fn parse_response(buf: &[u8], truncated: bool) -> Result<ParsedResponse, u16> {
+    let (line, block) = split_head(buf);
+    let status = response_status(line);
+    let version_minor = u8::from(line.get(7) != Some(&b'0'));
+    let f = parse_fields(block, false).ok_or(status)?;
+    let head = ResponseHead {
+        status,
+        version_minor,
+        content_length: f.content_length,
+        chunked: f.chunked,
+        head_truncated: truncated,
+    };
+    Ok(ParsedResponse {
+        head,
+        unframed: f.transfer_encoding && !f.chunked,
+    })
+}
