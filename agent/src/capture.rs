@@ -39,7 +39,14 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
-    drain(fd.get_mut(), &mut table, &mut out, &spans, &stats, &mut decode_warned);
+    drain(
+        fd.get_mut(),
+        &mut table,
+        &mut out,
+        &spans,
+        &stats,
+        &mut decode_warned,
+    );
     table.shutdown();
     Ok(())
 }

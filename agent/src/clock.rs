@@ -8,7 +8,10 @@ pub struct BootClock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -29,7 +32,9 @@ impl BootClock {
                 best = Some((spread, offset));
             }
         }
-        Self { offset_ns: best.map_or(0, |(_, o)| o) }
+        Self {
+            offset_ns: best.map_or(0, |(_, o)| o),
+        }
     }
 
     pub fn to_unix_ns(&self, mono_ns: u64) -> u64 {

@@ -20,7 +20,12 @@ pub struct Cli {
     pub print: PrintMode,
 
     /// Trace only these process ids (repeat the flag or separate with commas).
-    #[arg(long = "pid", env = "WIRESPAN_PID", value_delimiter = ',', value_name = "PID")]
+    #[arg(
+        long = "pid",
+        env = "WIRESPAN_PID",
+        value_delimiter = ',',
+        value_name = "PID"
+    )]
     pub pids: Vec<u32>,
 
     /// Trace only processes whose executable path (/proc/PID/exe) matches
@@ -39,6 +44,13 @@ pub struct Cli {
     #[arg(long, env = "WIRESPAN_CAPTURE_BYTES", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=MAX_CAPTURE as i64))]
     pub capture_bytes: u32,
+
+    /// Payload bytes captured per syscall whose bytes start an HTTP/1
+    /// message (1 to 4096): long heads and pipelined requests need more
+    /// than `--capture-bytes`; bodies and other protocols do not.
+    #[arg(long, env = "WIRESPAN_CAPTURE_HEAD_BYTES", default_value_t = MAX_CAPTURE as u32,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CAPTURE as i64))]
+    pub capture_head_bytes: u32,
 
     /// Connections tracked at once; the least recently used are evicted
     /// (and counted) beyond this.
@@ -74,7 +86,11 @@ pub struct PortListError(String);
 
 impl fmt::Display for PortListError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid port list: {} (expected e.g. 80,8080,9000-9100)", self.0)
+        write!(
+            f,
+            "invalid port list: {} (expected e.g. 80,8080,9000-9100)",
+            self.0
+        )
     }
 }
 

@@ -73,7 +73,16 @@ impl ConnTable {
         match ev.kind {
             EventKind::Data => {
                 if let Some(d) = &ev.data {
-                    self.on_data(h.tgid, h.fd, h.sk, h.ts_enter_ns, h.ts_exit_ns, h.ret, d, out);
+                    self.on_data(
+                        h.tgid,
+                        h.fd,
+                        h.sk,
+                        h.ts_enter_ns,
+                        h.ts_exit_ns,
+                        h.ret,
+                        d,
+                        out,
+                    );
                 }
             }
             // A fresh connection on this fd: whatever we held for it is
@@ -82,7 +91,12 @@ impl ConnTable {
                 self.close_conn((h.tgid, h.fd), h.ts_exit_ns, out);
             }
             EventKind::ProcessExit => {
-                let keys: Vec<Key> = self.conns.keys().filter(|k| k.0 == h.tgid).copied().collect();
+                let keys: Vec<Key> = self
+                    .conns
+                    .keys()
+                    .filter(|k| k.0 == h.tgid)
+                    .copied()
+                    .collect();
                 for k in keys {
                     self.close_conn(k, h.ts_exit_ns, out);
                 }
@@ -125,10 +139,12 @@ impl ConnTable {
         out: &mut Vec<Span>,
     ) {
         let key = (tgid, fd);
-        if let Some(c) = self.conns.get(&key) {
-            if sk != 0 && c.sk != 0 && c.sk != sk {
-                self.close_conn(key, ts_enter, out);
-            }
+        if let Some(c) = self.conns.get(&key)
+            && sk != 0
+            && c.sk != 0
+            && c.sk != sk
+        {
+            self.close_conn(key, ts_enter, out);
         }
         if !self.conns.contains_key(&key) {
             let Some(process) = self.process_selected(tgid) else {
@@ -140,7 +156,13 @@ impl ConnTable {
             add(&self.stats.conns_opened, 1);
             self.conns.insert(
                 key,
-                Conn { sk, ends: Endpoints::default(), http: Http1Conn::new(self.limits), last_ts: ts_exit, process },
+                Conn {
+                    sk,
+                    ends: Endpoints::default(),
+                    http: Http1Conn::new(self.limits),
+                    last_ts: ts_exit,
+                    process,
+                },
             );
         }
         let Some(c) = self.conns.get_mut(&key) else {
@@ -148,7 +170,10 @@ impl ConnTable {
         };
         c.last_ts = ts_exit;
         if d.tuple.family != 0 {
-            c.ends = Endpoints { local: d.tuple.local(), remote: d.tuple.remote() };
+            c.ends = Endpoints {
+                local: d.tuple.local(),
+                remote: d.tuple.remote(),
+            };
         }
         if c.http.is_opaque() {
             return;
@@ -161,7 +186,14 @@ impl ConnTable {
         };
         let before = c.http.counters();
         let total = usize::try_from(ret).unwrap_or(0);
-        c.http.feed(d.direction, d.payload, total, t_first, t_last, &mut self.exchanges);
+        c.http.feed(
+            d.direction,
+            d.payload,
+            total,
+            t_first,
+            t_last,
+            &mut self.exchanges,
+        );
         let after = c.http.counters();
         count_parser(&self.stats, before, after);
         if !self.exchanges.is_empty() {
@@ -217,10 +249,19 @@ impl ConnTable {
 
 fn count_parser(s: &Stats, b: Http1Counters, a: Http1Counters) {
     add(&s.http1_malformed, a.malformed.saturating_sub(b.malformed));
-    add(&s.http1_head_too_large, a.head_too_large.saturating_sub(b.head_too_large));
-    add(&s.http1_pending_overflow, a.pending_overflow.saturating_sub(b.pending_overflow));
+    add(
+        &s.http1_head_too_large,
+        a.head_too_large.saturating_sub(b.head_too_large),
+    );
+    add(
+        &s.http1_pending_overflow,
+        a.pending_overflow.saturating_sub(b.pending_overflow),
+    );
     add(&s.http1_gaps, a.gaps.saturating_sub(b.gaps));
-    add(&s.http1_orphan_responses, a.orphan_responses.saturating_sub(b.orphan_responses));
+    add(
+        &s.http1_orphan_responses,
+        a.orphan_responses.saturating_sub(b.orphan_responses),
+    );
 }
 
 #[cfg(test)]

@@ -7,13 +7,22 @@ use clap::Parser;
 use wirespan::{config::Cli, run};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // usage errors exit 2 with clap's message
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     if let Err(e) = run::preflight(&cli) {
         eprintln!("wirespan: {e}");
         return ExitCode::from(2);
     }
-    env_logger::Builder::new().filter_level(cli.log_level).format_timestamp_millis().init();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .format_timestamp_millis()
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("wirespan: cannot start the runtime: {e}");
@@ -27,4 +36,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--help`/`--version` print as clap renders them; a usage error becomes
+/// one line naming the problem, and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    // Keep the error and its hints ("possible values: ..."), drop the
+    // usage block and the "For more information" footer.
+    let msg: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    eprintln!("wirespan: {} (see `wirespan --help`)", msg.join("; "));
+    ExitCode::from(2)
 }

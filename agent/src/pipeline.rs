@@ -23,7 +23,11 @@ pub const MAX_BATCH: usize = 512;
 pub const BATCH_DELAY: Duration = Duration::from_millis(100);
 
 /// Runs until every sender is gone, then flushes and returns.
-pub fn run_exporter(rx: Receiver<Span>, mut exporter: Option<Box<dyn Exporter>>, stats: Arc<Stats>) {
+pub fn run_exporter(
+    rx: Receiver<Span>,
+    mut exporter: Option<Box<dyn Exporter>>,
+    stats: Arc<Stats>,
+) {
     let mut batch: Vec<Span> = Vec::with_capacity(MAX_BATCH);
     let mut failing = false;
     let mut deadline = Instant::now() + BATCH_DELAY;
@@ -51,14 +55,19 @@ pub fn run_exporter(rx: Receiver<Span>, mut exporter: Option<Box<dyn Exporter>>,
             break;
         }
     }
-    if let Some(e) = exporter.as_mut() {
-        if let Err(err) = e.flush() {
-            warn!("exporter flush failed: {err:#}");
-        }
+    if let Some(e) = exporter.as_mut()
+        && let Err(err) = e.flush()
+    {
+        warn!("exporter flush failed: {err:#}");
     }
 }
 
-fn write_batch(exporter: &mut Option<Box<dyn Exporter>>, batch: &[Span], stats: &Stats, failing: &mut bool) {
+fn write_batch(
+    exporter: &mut Option<Box<dyn Exporter>>,
+    batch: &[Span],
+    stats: &Stats,
+    failing: &mut bool,
+) {
     let Some(e) = exporter.as_mut() else {
         // `--print off` and no other exporter: spans are produced and
         // counted, nothing else.

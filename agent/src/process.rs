@@ -24,11 +24,17 @@ impl ProcessInfo {
     pub fn read(pid: u32) -> Self {
         let dir = PathBuf::from(format!("/proc/{pid}"));
         let exe_path = fs::read_link(dir.join("exe")).ok();
-        let comm = fs::read_to_string(dir.join("comm")).ok().map(|s| s.trim_end().to_string());
+        let comm = fs::read_to_string(dir.join("comm"))
+            .ok()
+            .map(|s| s.trim_end().to_string());
         let exe_name = exe_path
             .as_ref()
             .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .or(comm)
             .unwrap_or_else(|| format!("pid-{pid}"));
         let service_name = fs::read(dir.join("environ"))
@@ -39,10 +45,19 @@ impl ProcessInfo {
         let command_line = fs::read(dir.join("cmdline"))
             .map(|raw| {
                 let raw = &raw[..raw.len().min(MAX_CMDLINE)];
-                String::from_utf8_lossy(raw).replace('\0', " ").trim_end().to_string()
+                String::from_utf8_lossy(raw)
+                    .replace('\0', " ")
+                    .trim_end()
+                    .to_string()
             })
             .unwrap_or_default();
-        Self { pid, exe_path, exe_name, service_name, command_line }
+        Self {
+            pid,
+            exe_path,
+            exe_name,
+            service_name,
+            command_line,
+        }
     }
 }
 
@@ -64,7 +79,11 @@ pub struct ProcessCache {
 
 impl ProcessCache {
     pub fn new(cap: usize) -> Self {
-        Self { map: HashMap::new(), cap, evictions: 0 }
+        Self {
+            map: HashMap::new(),
+            cap,
+            evictions: 0,
+        }
     }
 
     pub fn get(&mut self, pid: u32) -> Arc<ProcessInfo> {
@@ -113,7 +132,10 @@ mod tests {
     #[test]
     fn env_lookup() {
         let env = b"A=1\0OTEL_SERVICE_NAME=checkout\0OTEL_SERVICE_NAMEX=no\0";
-        assert_eq!(env_var(env, b"OTEL_SERVICE_NAME").as_deref(), Some("checkout"));
+        assert_eq!(
+            env_var(env, b"OTEL_SERVICE_NAME").as_deref(),
+            Some("checkout")
+        );
         assert_eq!(env_var(env, b"B"), None);
     }
 }

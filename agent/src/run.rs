@@ -35,7 +35,9 @@ const SPAN_QUEUE: usize = 16 * 1024;
 /// A problem with how the agent was started: reported in one line, exit 2.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
-    #[error("wirespan needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): run it with sudo")]
+    #[error(
+        "wirespan needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): run it with sudo"
+    )]
     NotPrivileged,
     #[error("--pid {0}: no such process (see `ps`); give the pid of a running process")]
     NoSuchPid(u32),
@@ -98,12 +100,18 @@ fn offsets() -> (SockOffsets, FdTableOffsets) {
     let btf = match KernelBtf::from_sys() {
         Ok(b) => b,
         Err(e) => {
-            none(&e, "connection addresses and ports (server.port, client.address, --open-ports)");
+            none(
+                &e,
+                "connection addresses and ports (server.port, client.address, --open-ports)",
+            );
             return (unknown_sock, unknown_fd);
         }
     };
     let sock = btf.sock_offsets().unwrap_or_else(|e| {
-        none(&e, "connection addresses and ports (server.port, client.address, --open-ports)");
+        none(
+            &e,
+            "connection addresses and ports (server.port, client.address, --open-ports)",
+        );
         unknown_sock
     });
     let fd = btf.fdtable_offsets().unwrap_or(unknown_fd);
@@ -124,7 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         agent_tgid: std::process::id(),
         capture_bytes: cli.capture_bytes,
         only_tgid: if cli.pids.len() == 1 { cli.pids[0] } else { 0 },
-        _pad: 0,
+        head_capture_bytes: cli.capture_head_bytes.max(cli.capture_bytes),
         sock,
         fdtable,
     };
@@ -132,8 +140,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
 
     let stats = Arc::new(Stats::default());
-    let selector = Selector { pids: cli.pids.clone(), exe_path: cli.exe_path.clone(), open_ports: cli.open_ports.clone() };
-    let table = ConnTable::new(selector, BootClock::measure(), cli.max_connections as usize, stats.clone());
+    let selector = Selector {
+        pids: cli.pids.clone(),
+        exe_path: cli.exe_path.clone(),
+        open_ports: cli.open_ports.clone(),
+    };
+    let table = ConnTable::new(
+        selector,
+        BootClock::measure(),
+        cli.max_connections as usize,
+        stats.clone(),
+    );
 
     let (tx, rx) = mpsc::sync_channel(SPAN_QUEUE);
     let exp = exporter(cli.print);
@@ -172,7 +189,11 @@ fn describe_scope(cli: &Cli) -> String {
     if cli.open_ports.is_some() {
         parts.push("selected ports".to_string());
     }
-    if parts.is_empty() { "every process".to_string() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "every process".to_string()
+    } else {
+        parts.join(", ")
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -195,7 +216,14 @@ fn kernel_counters(ebpf: &aya::Ebpf) -> Vec<(&'static str, u64)> {
     };
     Counter::ALL
         .iter()
-        .map(|c| (c.name(), arr.get(&(*c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)))
+        .map(|c| {
+            (
+                c.name(),
+                arr.get(&(*c as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0),
+            )
+        })
         .collect()
 }
 

@@ -17,7 +17,9 @@ impl Selector {
             return false;
         }
         if let Some(glob) = &self.exe_path {
-            let Some(path) = &p.exe_path else { return false };
+            let Some(path) = &p.exe_path else {
+                return false;
+            };
             if !glob.matches_path(path) {
                 return false;
             }

@@ -8,7 +8,7 @@ static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     agent_tgid: 0,
     capture_bytes: 512,
     only_tgid: 0,
-    _pad: 0,
+    head_capture_bytes: 4096,
     sock: wirespan_common::config::SockOffsets {
         skc_family: u32::MAX,
         skc_daddr: u32::MAX,

@@ -86,7 +86,12 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: offsets from the tracepoint format; user memory is read with
     // the faulting-safe helper.
-    let (fd, addr) = unsafe { (ctx.read_at::<u64>(ARG0).unwrap_or(0), ctx.read_at::<u64>(ARG1).unwrap_or(0)) };
+    let (fd, addr) = unsafe {
+        (
+            ctx.read_at::<u64>(ARG0).unwrap_or(0),
+            ctx.read_at::<u64>(ARG1).unwrap_or(0),
+        )
+    };
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);
     if family != AF_INET && family != AF_INET6 {
         return 0;
@@ -101,7 +106,7 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
         is_connect: 1,
         _pad: [0; 2],
     };
-    if INFLIGHT.insert(&id, &inf, 0).is_err() {
+    if INFLIGHT.insert(id, inf, 0).is_err() {
         bump(Counter::InflightFull);
     }
     0
@@ -110,12 +115,12 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn exit_connect(ctx: TracePointContext) -> u32 {
     let (id, tgid, tid) = ids();
-    let Some(inf) = INFLIGHT.get_ptr(&id) else {
+    let Some(inf) = INFLIGHT.get_ptr(id) else {
         return 0;
     };
     // SAFETY: map value pointer valid until we remove the entry below.
     let inf = unsafe { *inf };
-    let _ = INFLIGHT.remove(&id);
+    let _ = INFLIGHT.remove(id);
     if inf.is_connect != 1 {
         return 0;
     }
@@ -134,8 +139,8 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     // Only fds that moved TCP bytes are in SOCKET_FDS; every other close()
     // on the node costs one lookup and nothing else.
     // SAFETY: the value is only tested for presence.
-    if unsafe { SOCKET_FDS.get(&key) }.is_some() {
-        let _ = SOCKET_FDS.remove(&key);
+    if unsafe { SOCKET_FDS.get(key) }.is_some() {
+        let _ = SOCKET_FDS.remove(key);
         emit_control(EventKind::Close, tgid, tid, fd as i32, 0);
     }
     0

@@ -1,7 +1,9 @@
 //! Process lifecycle: the agent drops a process's connections when it exits
 //! and refreshes its metadata when it execs.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 use wirespan_common::event::EventKind;
 
 use crate::lifecycle::emit_control;

@@ -37,7 +37,7 @@ pub fn sock_recv_len(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn mark_socket(ctx: &TracePointContext) {
     let id = bpf_get_current_pid_tgid();
-    let Some(inf) = INFLIGHT.get_ptr_mut(&id) else {
+    let Some(inf) = INFLIGHT.get_ptr_mut(id) else {
         return;
     };
     // SAFETY: offsets come from the tracepoint's format file.
@@ -65,7 +65,8 @@ pub fn read_tuple(sk: u64, o: &SockOffsets, t: &mut Tuple) {
     let base = sk as *const u8;
     // SAFETY: bpf_probe_read_kernel tolerates bad addresses (returns an error).
     unsafe {
-        let family: u16 = bpf_probe_read_kernel(base.add(o.skc_family as usize).cast()).unwrap_or(0);
+        let family: u16 =
+            bpf_probe_read_kernel(base.add(o.skc_family as usize).cast()).unwrap_or(0);
         let dport: u16 = bpf_probe_read_kernel(base.add(o.skc_dport as usize).cast()).unwrap_or(0);
         let sport: u16 = bpf_probe_read_kernel(base.add(o.skc_num as usize).cast()).unwrap_or(0);
         t.sport = sport;
@@ -73,13 +74,17 @@ pub fn read_tuple(sk: u64, o: &SockOffsets, t: &mut Tuple) {
         let ok = if family == AF_INET {
             o.skc_rcv_saddr != u32::MAX
                 && o.skc_daddr != u32::MAX
-                && bpf_probe_read_kernel_buf(base.add(o.skc_rcv_saddr as usize), &mut t.saddr[..4]).is_ok()
-                && bpf_probe_read_kernel_buf(base.add(o.skc_daddr as usize), &mut t.daddr[..4]).is_ok()
+                && bpf_probe_read_kernel_buf(base.add(o.skc_rcv_saddr as usize), &mut t.saddr[..4])
+                    .is_ok()
+                && bpf_probe_read_kernel_buf(base.add(o.skc_daddr as usize), &mut t.daddr[..4])
+                    .is_ok()
         } else if family == AF_INET6 {
             o.skc_v6_rcv_saddr != u32::MAX
                 && o.skc_v6_daddr != u32::MAX
-                && bpf_probe_read_kernel_buf(base.add(o.skc_v6_rcv_saddr as usize), &mut t.saddr).is_ok()
-                && bpf_probe_read_kernel_buf(base.add(o.skc_v6_daddr as usize), &mut t.daddr).is_ok()
+                && bpf_probe_read_kernel_buf(base.add(o.skc_v6_rcv_saddr as usize), &mut t.saddr)
+                    .is_ok()
+                && bpf_probe_read_kernel_buf(base.add(o.skc_v6_daddr as usize), &mut t.daddr)
+                    .is_ok()
         } else {
             false
         };

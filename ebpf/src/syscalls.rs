@@ -58,7 +58,7 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
         is_connect: 0,
         _pad: [0; 2],
     };
-    if INFLIGHT.insert(&id, &inf, 0).is_err() {
+    if INFLIGHT.insert(id, inf, 0).is_err() {
         bump(Counter::InflightFull);
     }
 }
@@ -66,12 +66,12 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext) {
     let id = bpf_get_current_pid_tgid();
-    let Some(p) = INFLIGHT.get_ptr(&id) else {
+    let Some(p) = INFLIGHT.get_ptr(id) else {
         return;
     };
     // SAFETY: map value valid until the remove below.
     let inf = unsafe { *p };
-    let _ = INFLIGHT.remove(&id);
+    let _ = INFLIGHT.remove(id);
     if inf.sk == 0 || inf.is_connect != 0 {
         return; // not INET TCP socket I/O
     }
@@ -112,23 +112,29 @@ fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     // empty and the agent keeps what it learned.
     let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
     // SAFETY: plain u64 value.
-    let known = matches!(unsafe { SOCKET_FDS.get(&key) }, Some(sk) if *sk == inf.sk);
+    let known = matches!(unsafe { SOCKET_FDS.get(key) }, Some(sk) if *sk == inf.sk);
     if known {
         s.ev.tuple.family = 0;
     } else {
-        if SOCKET_FDS.insert(&key, &inf.sk, 0).is_err() {
+        if SOCKET_FDS.insert(key, inf.sk, 0).is_err() {
             bump(Counter::SocketFdsFull);
         }
         read_tuple(inf.sk, &cfg.sock, &mut s.ev.tuple);
     }
 
-    let mut cap = cfg.capture_bytes as u64;
+    let mut cap = if starts_http(syscall, inf) {
+        cfg.head_capture_bytes
+    } else {
+        cfg.capture_bytes
+    } as u64;
     if cap > MAX_CAPTURE as u64 {
         cap = MAX_CAPTURE as u64;
     }
     let want = if (ret as u64) < cap { ret as u64 } else { cap } as usize;
     let got = match syscall {
-        Syscall::Read | Syscall::Write | Syscall::Sendto | Syscall::Recvfrom => copy_at(s, 0, inf.buf, want),
+        Syscall::Read | Syscall::Write | Syscall::Sendto | Syscall::Recvfrom => {
+            copy_at(s, 0, inf.buf, want)
+        }
         Syscall::Readv | Syscall::Writev => copy_iov(s, inf.buf, inf.iovcnt, want),
         Syscall::Sendmsg | Syscall::Recvmsg => copy_msghdr(s, inf.buf, want),
         Syscall::Sendfile => 0,
@@ -184,12 +190,18 @@ fn copy_iov(s: &mut Scratch, iov: u64, iovcnt: u64, want: usize) -> usize {
         if i >= iovcnt || got >= want || got >= MAX_CAPTURE {
             break;
         }
-        let Ok(v) = (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i as usize)) }) else {
+        let Ok(v) =
+            (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i as usize)) })
+        else {
             bump(Counter::PayloadReadFailed);
             break;
         };
         let room = want - got;
-        let n = if (v.len as usize) < room { v.len as usize } else { room };
+        let n = if (v.len as usize) < room {
+            v.len as usize
+        } else {
+            room
+        };
         let copied = copy_at(s, got, v.base, n);
         if copied == 0 && n != 0 {
             break;
@@ -208,6 +220,48 @@ fn copy_msghdr(s: &mut Scratch, msg: u64, want: usize) -> usize {
     let iov = unsafe { bpf_probe_read_user(p.wrapping_add(2)) }.unwrap_or(0);
     let iovlen = unsafe { bpf_probe_read_user(p.wrapping_add(3)) }.unwrap_or(0);
     copy_iov(s, iov, iovlen, want)
+}
+
+/// The first user buffer the syscall moved bytes through.
+#[inline(always)]
+fn first_buffer(syscall: Syscall, inf: &Inflight) -> u64 {
+    let first_iov_base = |iov: u64| unsafe { bpf_probe_read_user(iov as *const u64) }.unwrap_or(0);
+    match syscall {
+        Syscall::Read | Syscall::Write | Syscall::Sendto | Syscall::Recvfrom => inf.buf,
+        Syscall::Readv | Syscall::Writev if inf.iovcnt > 0 => first_iov_base(inf.buf),
+        Syscall::Sendmsg | Syscall::Recvmsg => {
+            let iov = unsafe { bpf_probe_read_user((inf.buf as *const u64).wrapping_add(2)) }
+                .unwrap_or(0);
+            if iov == 0 { 0 } else { first_iov_base(iov) }
+        }
+        _ => 0,
+    }
+}
+
+/// Whether the bytes start like an HTTP/1 request or response. Only a
+/// hint for how much to copy: the agent's parser decides what is HTTP.
+#[inline(always)]
+fn starts_http(syscall: Syscall, inf: &Inflight) -> bool {
+    let p = first_buffer(syscall, inf);
+    if p == 0 {
+        return false;
+    }
+    let Ok(w) = (unsafe { bpf_probe_read_user(p as *const [u8; 4]) }) else {
+        return false;
+    };
+    matches!(
+        &w,
+        b"GET "
+            | b"POST"
+            | b"PUT "
+            | b"HEAD"
+            | b"DELE"
+            | b"PATC"
+            | b"OPTI"
+            | b"CONN"
+            | b"TRAC"
+            | b"HTTP"
+    )
 }
 
 #[inline(always)]
@@ -244,12 +298,66 @@ macro_rules! syscall_pair {
     };
 }
 
-syscall_pair!(enter_read, exit_read, "sys_enter_read", "sys_exit_read", Syscall::Read);
-syscall_pair!(enter_write, exit_write, "sys_enter_write", "sys_exit_write", Syscall::Write);
-syscall_pair!(enter_readv, exit_readv, "sys_enter_readv", "sys_exit_readv", Syscall::Readv);
-syscall_pair!(enter_writev, exit_writev, "sys_enter_writev", "sys_exit_writev", Syscall::Writev);
-syscall_pair!(enter_sendto, exit_sendto, "sys_enter_sendto", "sys_exit_sendto", Syscall::Sendto);
-syscall_pair!(enter_recvfrom, exit_recvfrom, "sys_enter_recvfrom", "sys_exit_recvfrom", Syscall::Recvfrom);
-syscall_pair!(enter_sendmsg, exit_sendmsg, "sys_enter_sendmsg", "sys_exit_sendmsg", Syscall::Sendmsg);
-syscall_pair!(enter_recvmsg, exit_recvmsg, "sys_enter_recvmsg", "sys_exit_recvmsg", Syscall::Recvmsg);
-syscall_pair!(enter_sendfile, exit_sendfile, "sys_enter_sendfile64", "sys_exit_sendfile64", Syscall::Sendfile);
+syscall_pair!(
+    enter_read,
+    exit_read,
+    "sys_enter_read",
+    "sys_exit_read",
+    Syscall::Read
+);
+syscall_pair!(
+    enter_write,
+    exit_write,
+    "sys_enter_write",
+    "sys_exit_write",
+    Syscall::Write
+);
+syscall_pair!(
+    enter_readv,
+    exit_readv,
+    "sys_enter_readv",
+    "sys_exit_readv",
+    Syscall::Readv
+);
+syscall_pair!(
+    enter_writev,
+    exit_writev,
+    "sys_enter_writev",
+    "sys_exit_writev",
+    Syscall::Writev
+);
+syscall_pair!(
+    enter_sendto,
+    exit_sendto,
+    "sys_enter_sendto",
+    "sys_exit_sendto",
+    Syscall::Sendto
+);
+syscall_pair!(
+    enter_recvfrom,
+    exit_recvfrom,
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    Syscall::Recvfrom
+);
+syscall_pair!(
+    enter_sendmsg,
+    exit_sendmsg,
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    Syscall::Sendmsg
+);
+syscall_pair!(
+    enter_recvmsg,
+    exit_recvmsg,
+    "sys_enter_recvmsg",
+    "sys_exit_recvmsg",
+    Syscall::Recvmsg
+);
+syscall_pair!(
+    enter_sendfile,
+    exit_sendfile,
+    "sys_enter_sendfile64",
+    "sys_exit_sendfile64",
+    Syscall::Sendfile
+);

@@ -8,7 +8,10 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus, span::SpanKind as PKind, status::StatusCode},
+    trace::v1::{
+        ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus, span::SpanKind as PKind,
+        status::StatusCode,
+    },
 };
 
 use crate::{
@@ -17,7 +20,11 @@ use crate::{
 };
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 fn s(v: &str) -> any_value::Value {
@@ -25,7 +32,9 @@ fn s(v: &str) -> any_value::Value {
 }
 
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn resource(p: &ProcessInfo, host: &str) -> Resource {
@@ -44,7 +53,10 @@ fn resource(p: &ProcessInfo, host: &str) -> Resource {
     if !p.command_line.is_empty() {
         attributes.push(kv("process.command_line", s(&p.command_line)));
     }
-    Resource { attributes, ..Default::default() }
+    Resource {
+        attributes,
+        ..Default::default()
+    }
 }
 
 fn span(sp: &Span) -> PSpan {
@@ -58,7 +70,10 @@ fn span(sp: &Span) -> PSpan {
         .collect();
     let status = match &sp.status {
         Status::Unset => None,
-        Status::Error(msg) => Some(PStatus { message: msg.clone(), code: StatusCode::Error as i32 }),
+        Status::Error(msg) => Some(PStatus {
+            message: msg.clone(),
+            code: StatusCode::Error as i32,
+        }),
     };
     PSpan {
         trace_id: sp.trace_id.to_vec(),
@@ -102,5 +117,7 @@ pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
             scope.spans.push(span(sp));
         }
     }
-    ExportTraceServiceRequest { resource_spans: out }
+    ExportTraceServiceRequest {
+        resource_spans: out,
+    }
 }

@@ -12,7 +12,10 @@ pub struct TextLines<W: std::io::Write + Send> {
 
 impl<W: std::io::Write + Send> TextLines<W> {
     pub fn new(out: W) -> Self {
-        Self { out, line: String::new() }
+        Self {
+            out,
+            line: String::new(),
+        }
     }
 }
 
@@ -36,22 +39,30 @@ pub fn format_span(span: &Span, line: &mut String) {
     if let Some(AttrValue::Str(p)) = span.attr("url.path") {
         let _ = write!(line, " path={p}");
     }
-    if let (Some(AttrValue::Str(a)), Some(AttrValue::Int(p))) =
-        (span.attr("network.peer.address"), span.attr("network.peer.port"))
-    {
+    if let (Some(AttrValue::Str(a)), Some(AttrValue::Int(p))) = (
+        span.attr("network.peer.address"),
+        span.attr("network.peer.port"),
+    ) {
         let _ = write!(line, " peer={a}:{p}");
     }
     if let Status::Error(msg) = &span.status {
         let _ = write!(line, " ERROR({msg})");
     }
-    let _ = write!(line, " trace={} span={}", hex(&span.trace_id), hex(&span.span_id));
+    let _ = write!(
+        line,
+        " trace={} span={}",
+        hex(&span.trace_id),
+        hex(&span.span_id)
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 impl<W: std::io::Write + Send> Exporter for TextLines<W> {

@@ -18,7 +18,9 @@ pub struct Endpoints {
 }
 
 /// Methods the semantic conventions name; anything else is `_OTHER`.
-const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+const KNOWN_METHODS: [&str; 9] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
 
 fn split_target(target: &str) -> &str {
     // origin-form `/p?q`, absolute-form `http://h/p?q` (proxies), or `*`.
@@ -32,10 +34,10 @@ fn split_target(target: &str) -> &str {
 /// `Host: example.com:8080` -> ("example.com", Some(8080)); IPv6 aware.
 fn split_host(host: &str) -> (&str, Option<u16>) {
     let host = host.trim();
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((h, tail)) = rest.split_once(']') {
-            return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((h, tail)) = rest.split_once(']')
+    {
+        return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
@@ -43,7 +45,12 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-pub fn span_from_exchange(ex: &Exchange, ends: Endpoints, process: Arc<ProcessInfo>, clock: &BootClock) -> Span {
+pub fn span_from_exchange(
+    ex: &Exchange,
+    ends: Endpoints,
+    process: Arc<ProcessInfo>,
+    clock: &BootClock,
+) -> Span {
     let kind = match ex.role {
         Role::Server => SpanKind::Server,
         Role::Client => SpanKind::Client,
@@ -61,9 +68,15 @@ pub fn span_from_exchange(ex: &Exchange, ends: Endpoints, process: Arc<ProcessIn
     }
     attrs.push(("url.path", s(path)));
     attrs.push(("url.scheme", s("http")));
-    attrs.push(("network.protocol.version", s(if req.version_minor == 0 { "1.0" } else { "1.1" })));
+    attrs.push((
+        "network.protocol.version",
+        s(if req.version_minor == 0 { "1.0" } else { "1.1" }),
+    ));
     if let Some(resp) = &ex.response {
-        attrs.push(("http.response.status_code", AttrValue::Int(resp.status.into())));
+        attrs.push((
+            "http.response.status_code",
+            AttrValue::Int(resp.status.into()),
+        ));
     }
     let host = req.host.as_deref().map(split_host);
     // server.* names the server as the client addressed it (Host header),
@@ -95,9 +108,14 @@ pub fn span_from_exchange(ex: &Exchange, ends: Endpoints, process: Arc<ProcessIn
     let status = match (&ex.outcome, &ex.response) {
         (Outcome::Incomplete(reason), _) => {
             attrs.push(("error.type", s(reason.as_str())));
-            Status::Error(format!("connection ended before the response completed ({})", reason.as_str()))
+            Status::Error(format!(
+                "connection ended before the response completed ({})",
+                reason.as_str()
+            ))
         }
-        (Outcome::Complete, Some(r)) if r.status >= 500 || (kind == SpanKind::Client && r.status >= 400) => {
+        (Outcome::Complete, Some(r))
+            if r.status >= 500 || (kind == SpanKind::Client && r.status >= 400) =>
+        {
             attrs.push(("error.type", s(&r.status.to_string())));
             Status::Unset.error_for(r.status)
         }

@@ -43,7 +43,10 @@ pub struct Span {
 
 impl Span {
     pub fn attr(&self, key: &str) -> Option<&AttrValue> {
-        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     pub fn duration_ns(&self) -> u64 {

@@ -38,7 +38,10 @@ mod tests {
     fn templates_identifiers_only() {
         assert_eq!(template("/"), "/");
         assert_eq!(template("/users/42"), "/users/{id}");
-        assert_eq!(template("/a/550e8400-e29b-41d4-a716-446655440000/b"), "/a/{id}/b");
+        assert_eq!(
+            template("/a/550e8400-e29b-41d4-a716-446655440000/b"),
+            "/a/{id}/b"
+        );
         assert_eq!(template("/blob/0123456789abcdef0123"), "/blob/{id}");
         assert_eq!(template("/index.html"), "/index.html");
         assert_eq!(template("/api/v1/status"), "/api/v1/status");

@@ -34,7 +34,9 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Short { need, got } => write!(f, "record too short: need {need} bytes, got {got}"),
+            Self::Short { need, got } => {
+                write!(f, "record too short: need {need} bytes, got {got}")
+            }
             Self::UnknownKind(k) => write!(f, "unknown event kind {k}"),
             Self::UnknownDirection(d) => write!(f, "unknown direction {d}"),
         }
@@ -46,7 +48,10 @@ impl std::error::Error for DecodeError {}
 fn read<T: Copy>(buf: &[u8], at: usize) -> Result<T, DecodeError> {
     let need = at + size_of::<T>();
     if buf.len() < need {
-        return Err(DecodeError::Short { need, got: buf.len() });
+        return Err(DecodeError::Short {
+            need,
+            got: buf.len(),
+        });
     }
     // SAFETY: bounds checked above; T is a plain-old-data repr(C) struct.
     Ok(unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at).cast::<T>()) })
@@ -73,12 +78,19 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     let kind = EventKind::try_from(hdr.kind).map_err(DecodeError::UnknownKind)?;
     let data = if kind == EventKind::Data {
         let tuple: Tuple = read(buf, size_of::<EventHeader>())?;
-        let direction = Direction::try_from(hdr.direction).map_err(DecodeError::UnknownDirection)?;
+        let direction =
+            Direction::try_from(hdr.direction).map_err(DecodeError::UnknownDirection)?;
         let end = DATA_PREFIX + hdr.captured as usize;
-        let payload = buf
-            .get(DATA_PREFIX..end)
-            .ok_or(DecodeError::Short { need: end, got: buf.len() })?;
-        Some(DataPart { direction, syscall: syscall_from(hdr.syscall), tuple, payload })
+        let payload = buf.get(DATA_PREFIX..end).ok_or(DecodeError::Short {
+            need: end,
+            got: buf.len(),
+        })?;
+        Some(DataPart {
+            direction,
+            syscall: syscall_from(hdr.syscall),
+            tuple,
+            payload,
+        })
     } else {
         None
     };
@@ -125,8 +137,19 @@ mod tests {
 
     #[test]
     fn decodes_data_event_with_payload() {
-        let hdr = EventHeader { kind: 1, direction: 1, captured: 3, tgid: 7, ..Default::default() };
-        let tuple = Tuple { family: super::super::AF_INET, sport: 80, dport: 5000, ..Default::default() };
+        let hdr = EventHeader {
+            kind: 1,
+            direction: 1,
+            captured: 3,
+            tgid: 7,
+            ..Default::default()
+        };
+        let tuple = Tuple {
+            family: super::super::AF_INET,
+            sport: 80,
+            dport: 5000,
+            ..Default::default()
+        };
         let mut buf = bytes_of(&hdr).to_vec();
         buf.extend_from_slice(bytes_of(&tuple));
         buf.extend_from_slice(b"GET");
@@ -140,12 +163,22 @@ mod tests {
 
     #[test]
     fn rejects_truncated_and_unknown() {
-        let hdr = EventHeader { kind: 1, captured: 10, ..Default::default() };
+        let hdr = EventHeader {
+            kind: 1,
+            captured: 10,
+            ..Default::default()
+        };
         let mut buf = bytes_of(&hdr).to_vec();
         buf.extend_from_slice(bytes_of(&Tuple::default()));
         assert!(matches!(decode(&buf), Err(DecodeError::Short { .. })));
-        let hdr = EventHeader { kind: 99, ..Default::default() };
-        assert_eq!(decode(bytes_of(&hdr)).unwrap_err(), DecodeError::UnknownKind(99));
+        let hdr = EventHeader {
+            kind: 99,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(bytes_of(&hdr)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
         assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
     }
 }

@@ -250,6 +250,12 @@ impl Http1Conn {
                                 fresh = true;
                             }
                         }
+                        HeadStep::TooLarge if candidate => {
+                            // An unconfirmed start line this long: not HTTP.
+                            let side = &mut self.sides[d];
+                            side.head.reset();
+                            side.state = State::Unsynced;
+                        }
                         HeadStep::TooLarge => {
                             self.counters.head_too_large += 1;
                             self.abandon(d, t_last, out);

@@ -159,13 +159,25 @@ fn head_too_large() {
         .map(|e| (e.request.target.clone(), status(e)))
         .collect();
     assert_eq!(got, [("/1".to_string(), 200), ("/3".to_string(), 202)]);
-    // A start line alone beyond the limit.
+    // A start line alone beyond the limit, on a synced side.
+    let mut h = H::with(Limits {
+        max_head_bytes: 60,
+        ..Limits::default()
+    });
+    h.feed(IN, &get("/a"));
+    h.feed(OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    h.feed(
+        IN,
+        format!("GET /{} HTTP/1.1\r\n\r\n", "t".repeat(60)).as_bytes(),
+    );
+    assert_eq!((h.c.counters().head_too_large, h.c.pending()), (1, 0));
+    // Unconfirmed (attach-time) start lines that long are just not HTTP.
     let mut h = H::with(Limits {
         max_head_bytes: 10,
         ..Limits::default()
     });
     h.feed(IN, &get("/longer-than-ten"));
-    assert_eq!((h.c.counters().head_too_large, h.c.pending()), (1, 0));
+    assert_eq!((h.c.counters(), h.c.role()), (Default::default(), None));
 }
 
 #[test]
