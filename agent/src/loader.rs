@@ -240,7 +240,9 @@ pub fn load(cfg: &KernelConfig) -> anyhow::Result<Ebpf> {
             Ok(()) => attached += 1,
             Err(e) => match h.lost {
                 None => {
-                    return Err(e.context(format!("required hook {}:{} failed", h.category, h.name)));
+                    return Err(
+                        e.context(format!("required hook {}:{} failed", h.category, h.name))
+                    );
                 }
                 Some(lost) => warn!(
                     "hook {}:{} unavailable ({e:#}); lost: {lost}",

@@ -31,10 +31,14 @@ fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.to_string())
 }
 
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+/// The node's host name, read once.
+pub fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 fn resource(p: &ProcessInfo, host: &str) -> Resource {
@@ -68,13 +72,17 @@ fn span(sp: &Span) -> PSpan {
             AttrValue::Int(i) => kv(k, any_value::Value::IntValue(*i)),
         })
         .collect();
-    let status = match &sp.status {
-        Status::Unset => None,
-        Status::Error(msg) => Some(PStatus {
+    // Always present: some OTLP/JSON consumers reject `"status": null`.
+    let status = Some(match &sp.status {
+        Status::Unset => PStatus {
+            message: String::new(),
+            code: StatusCode::Unset as i32,
+        },
+        Status::Error(msg) => PStatus {
             message: msg.clone(),
             code: StatusCode::Error as i32,
-        }),
-    };
+        },
+    });
     PSpan {
         trace_id: sp.trace_id.to_vec(),
         span_id: sp.span_id.to_vec(),
@@ -94,13 +102,13 @@ fn span(sp: &Span) -> PSpan {
 
 /// Groups a batch by process into one request.
 pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
-    let host = host_name();
+    let host: &str = host_name();
     let mut by_pid: HashMap<u32, usize> = HashMap::new();
     let mut out: Vec<ResourceSpans> = Vec::new();
     for sp in batch {
         let idx = *by_pid.entry(sp.process.pid).or_insert_with(|| {
             out.push(ResourceSpans {
-                resource: Some(resource(&sp.process, &host)),
+                resource: Some(resource(&sp.process, host)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(InstrumentationScope {
                         name: "wirespan".into(),
@@ -119,5 +127,70 @@ pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
     }
     ExportTraceServiceRequest {
         resource_spans: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::process::ProcessInfo;
+
+    fn span(pid: u32, name: &str, status: Status) -> Span {
+        Span {
+            trace_id: [0xab; 16],
+            span_id: [0xcd; 8],
+            parent_span_id: None,
+            name: name.into(),
+            kind: SpanKind::Server,
+            start_unix_ns: 1_700_000_000_000_000_000,
+            end_unix_ns: 1_700_000_000_000_001_000,
+            attributes: vec![
+                ("http.response.status_code", AttrValue::Int(200)),
+                ("url.path", AttrValue::Str("/x".into())),
+            ],
+            status,
+            process: Arc::new(ProcessInfo {
+                pid,
+                exe_path: Some("/usr/bin/python3".into()),
+                exe_name: "python3".into(),
+                service_name: format!("svc{pid}"),
+                command_line: "python3 -m http.server".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn groups_by_process_and_encodes_otlp_json() {
+        let batch = [
+            span(1, "GET /a", Status::Unset),
+            span(2, "GET /b", Status::Error("HTTP 500".into())),
+            span(1, "GET /c", Status::Unset),
+        ];
+        let req = to_request(&batch);
+        assert_eq!(req.resource_spans.len(), 2);
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 2);
+        let json = serde_json::to_value(&req).unwrap();
+        let sp = &json["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(sp["traceId"], "ab".repeat(16));
+        assert_eq!(sp["spanId"], "cd".repeat(8));
+        assert_eq!(sp["kind"], 2);
+        assert_eq!(sp["startTimeUnixNano"], "1700000000000000000");
+        assert_eq!(sp["attributes"][0]["value"]["intValue"], "200");
+        assert_eq!(sp["status"]["code"], 0);
+        let err = &json["resourceSpans"][1]["scopeSpans"][0]["spans"][0];
+        assert_eq!(err["status"]["code"], 2);
+        let res = &json["resourceSpans"][1]["resource"]["attributes"];
+        assert!(
+            res.as_array()
+                .unwrap()
+                .iter()
+                .any(|kv| kv["key"] == "service.name" && kv["value"]["stringValue"] == "svc2")
+        );
+        assert_eq!(
+            json["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"],
+            "wirespan"
+        );
     }
 }
