@@ -206,6 +206,8 @@ impl KernelBtf {
             file_f_inode: self.offset_of("file", &["f_inode"])?,
             inode_i_mode: self.offset_of("inode", &["i_mode"])?,
             socket_sk: self.offset_of("socket", &["sk"])?,
+            socket_type: self.offset_of("socket", &["type"])?,
+            _pad: 0,
         })
     }
 

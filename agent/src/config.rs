@@ -52,6 +52,14 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=MAX_CAPTURE as i64))]
     pub capture_head_bytes: u32,
 
+    /// How the kernel side tells TCP socket fds from files and pipes:
+    /// `sock-tracepoints` (the `sock:sock_*_length` tracepoints, Linux
+    /// 6.2+), `fd-table` (a walk of the task's file table with offsets from
+    /// kernel BTF: the fallback for older kernels), or `auto` (the first
+    /// that this kernel supports).
+    #[arg(long, env = "WIRESPAN_SOCKET_CLASSIFIER", value_enum, default_value_t = ClassifierChoice::Auto)]
+    pub socket_classifier: ClassifierChoice,
+
     /// Connections tracked at once; the least recently used are evicted
     /// (and counted) beyond this.
     #[arg(long, env = "WIRESPAN_MAX_CONNECTIONS", default_value_t = 16384,
@@ -62,6 +70,13 @@ pub struct Cli {
     /// debug, trace).
     #[arg(long, env = "WIRESPAN_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClassifierChoice {
+    Auto,
+    SockTracepoints,
+    FdTable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

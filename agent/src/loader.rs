@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use aya::{Ebpf, EbpfLoader, programs::TracePoint};
 use log::{info, warn};
-use wirespan_common::config::KernelConfig;
+use wirespan_common::config::{Classifier, FdTableOffsets, KernelConfig};
+
+use crate::config::ClassifierChoice;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wirespan.bpf.o"));
 
@@ -34,11 +36,13 @@ const fn hook(
     }
 }
 
-const HOOKS: &[Hook] = &[
-    // Without these, socket fds cannot be told from files and pipes (the
-    // file-table walk fallback for kernels before 6.2 is not built yet).
+/// The socket classifier's tracepoints, attached only when it is chosen.
+const SOCK_HOOKS: &[Hook] = &[
     hook("sock_send_len", "sock", "sock_send_length", None),
     hook("sock_recv_len", "sock", "sock_recv_length", None),
+];
+
+const HOOKS: &[Hook] = &[
     hook(
         "enter_read",
         "syscalls",
@@ -191,9 +195,71 @@ const HOOKS: &[Hook] = &[
     ),
 ];
 
+fn tracefs_root() -> &'static Path {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        Path::new("/sys/kernel/tracing")
+    } else {
+        Path::new("/sys/kernel/debug/tracing")
+    }
+}
+
+/// Whether the running kernel has a tracepoint (tracefs must be mounted).
+pub fn has_tracepoint(category: &str, name: &str) -> bool {
+    tracefs_root()
+        .join("events")
+        .join(category)
+        .join(name)
+        .exists()
+}
+
+/// Picks the socket classifier. `auto` prefers the tracepoints; the
+/// file-table walk needs every `FdTableOffsets` field from BTF.
+pub fn choose_classifier(
+    choice: ClassifierChoice,
+    fdtable: &FdTableOffsets,
+) -> anyhow::Result<Classifier> {
+    let tracepoints =
+        has_tracepoint("sock", "sock_send_length") && has_tracepoint("sock", "sock_recv_length");
+    let walk = fdtable_complete(fdtable);
+    match choice {
+        ClassifierChoice::SockTracepoints if !tracepoints => {
+            bail!(
+                "--socket-classifier sock-tracepoints: this kernel lacks sock:sock_send_length/sock_recv_length (Linux 6.2+); use fd-table"
+            )
+        }
+        ClassifierChoice::FdTable if !walk => {
+            bail!("--socket-classifier fd-table: kernel BTF lacks the file-table offsets it needs")
+        }
+        ClassifierChoice::SockTracepoints => Ok(Classifier::SockTracepoints),
+        ClassifierChoice::FdTable => Ok(Classifier::FdTable),
+        ClassifierChoice::Auto if tracepoints => Ok(Classifier::SockTracepoints),
+        ClassifierChoice::Auto if walk => Ok(Classifier::FdTable),
+        ClassifierChoice::Auto => bail!(
+            "cannot tell sockets from files on this kernel: no sock:sock_*_length tracepoints \
+             (Linux 6.2+) and no kernel BTF for the file-table walk"
+        ),
+    }
+}
+
+fn fdtable_complete(o: &FdTableOffsets) -> bool {
+    [
+        o.task_files,
+        o.files_fdt,
+        o.fdtable_max_fds,
+        o.fdtable_fd,
+        o.file_private_data,
+        o.file_f_inode,
+        o.inode_i_mode,
+        o.socket_sk,
+        o.socket_type,
+    ]
+    .iter()
+    .all(|&v| v != u32::MAX)
+}
+
 /// aya finds tracepoint ids through tracefs, which a fresh machine (or a
 /// container without the host's) may not have mounted.
-fn ensure_tracefs() -> anyhow::Result<()> {
+pub fn ensure_tracefs() -> anyhow::Result<()> {
     let root = Path::new("/sys/kernel/tracing");
     if root.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(());
@@ -230,12 +296,22 @@ pub fn load(cfg: &KernelConfig) -> anyhow::Result<Ebpf> {
         );
     }
     ensure_tracefs()?;
+    let classifier = if cfg.classifier == Classifier::FdTable as u32 {
+        Classifier::FdTable
+    } else {
+        Classifier::SockTracepoints
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global(wirespan_common::maps::CONFIG, cfg, true)
         .load(OBJECT)
         .context("loading the eBPF object into the kernel")?;
     let mut attached = 0usize;
-    for h in HOOKS {
+    let sock_hooks = if classifier == Classifier::SockTracepoints {
+        SOCK_HOOKS
+    } else {
+        &[]
+    };
+    for h in sock_hooks.iter().chain(HOOKS) {
         match attach(&mut ebpf, h) {
             Ok(()) => attached += 1,
             Err(e) => match h.lost {
@@ -251,8 +327,16 @@ pub fn load(cfg: &KernelConfig) -> anyhow::Result<Ebpf> {
             },
         }
     }
-    info!("socket classification: sock:sock_send_length/sock_recv_length tracepoints");
-    info!("{attached} of {} programs attached", HOOKS.len());
+    match classifier {
+        Classifier::SockTracepoints => {
+            info!("socket classification: sock:sock_send_length/sock_recv_length tracepoints")
+        }
+        Classifier::FdTable => info!("socket classification: file-table walk with BTF offsets"),
+    }
+    info!(
+        "{attached} of {} programs attached",
+        sock_hooks.len() + HOOKS.len()
+    );
     Ok(ebpf)
 }
 

@@ -96,6 +96,8 @@ fn offsets() -> (SockOffsets, FdTableOffsets) {
         file_f_inode: u32::MAX,
         inode_i_mode: u32::MAX,
         socket_sk: u32::MAX,
+        socket_type: u32::MAX,
+        _pad: 0,
     };
     let btf = match KernelBtf::from_sys() {
         Ok(b) => b,
@@ -128,6 +130,8 @@ fn exporter(mode: PrintMode) -> Option<Box<dyn Exporter>> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (sock, fdtable) = offsets();
+    loader::ensure_tracefs()?;
+    let classifier = loader::choose_classifier(cli.socket_classifier, &fdtable)?;
     let kcfg = KernelConfig {
         agent_tgid: std::process::id(),
         capture_bytes: cli.capture_bytes,
@@ -135,6 +139,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         head_capture_bytes: cli.capture_head_bytes.max(cli.capture_bytes),
         sock,
         fdtable,
+        classifier: classifier as u32,
+        _pad: 0,
     };
     let mut ebpf = loader::load(&kcfg)?;
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;

@@ -45,6 +45,21 @@ pub struct FdTableOffsets {
     pub file_f_inode: u32,
     pub inode_i_mode: u32,
     pub socket_sk: u32,
+    /// `struct socket.type` (short): SOCK_STREAM for TCP.
+    pub socket_type: u32,
+    pub _pad: u32,
+}
+
+/// How the kernel programs tell INET TCP socket fds from everything else.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classifier {
+    /// `sock:sock_{send,recv}_length` tracepoints (Linux 6.2+) mark the
+    /// syscall in flight and give its `struct sock`.
+    SockTracepoints = 0,
+    /// Walk current->files->fdt->fd[fd] to the file, check the inode is a
+    /// socket, and read `struct socket.sk`, with offsets from BTF.
+    FdTable = 1,
 }
 
 /// Configuration read by every kernel program from the `CONFIG` global.
@@ -64,6 +79,9 @@ pub struct KernelConfig {
     pub head_capture_bytes: u32,
     pub sock: SockOffsets,
     pub fdtable: FdTableOffsets,
+    /// A [`Classifier`] value.
+    pub classifier: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

@@ -28,7 +28,11 @@ static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
         file_f_inode: u32::MAX,
         inode_i_mode: u32::MAX,
         socket_sk: u32::MAX,
+        socket_type: u32::MAX,
+        _pad: 0,
     },
+    classifier: 0,
+    _pad: 0,
 });
 
 #[inline(always)]

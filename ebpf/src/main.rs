@@ -9,6 +9,7 @@
 
 mod config;
 mod counters;
+mod fdtable;
 mod lifecycle;
 mod maps;
 mod process;

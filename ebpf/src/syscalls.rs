@@ -13,12 +13,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use wirespan_common::{
-    config::MAX_CAPTURE,
+    config::{Classifier, MAX_CAPTURE},
     event::{Counter, DATA_PREFIX, EventKind, Syscall},
 };
 
 use crate::{
     counters::bump,
+    fdtable::tcp_sock_of_fd,
     maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch},
     sock::read_tuple,
 };
@@ -72,12 +73,23 @@ fn on_exit(ctx: &TracePointContext) {
     // SAFETY: map value valid until the remove below.
     let inf = unsafe { *p };
     let _ = INFLIGHT.remove(id);
-    if inf.sk == 0 || inf.is_connect != 0 {
-        return; // not INET TCP socket I/O
+    if inf.is_connect != 0 {
+        return;
     }
     let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
     if ret <= 0 {
         return;
+    }
+    let mut inf = inf;
+    if inf.sk == 0 {
+        let cfg = crate::config::get();
+        if cfg.classifier != Classifier::FdTable as u32 {
+            return; // sock_*_length did not fire: not INET TCP socket I/O
+        }
+        inf.sk = tcp_sock_of_fd(&cfg, inf.fd);
+        if inf.sk == 0 {
+            return;
+        }
     }
     emit_data(&inf, id, ret);
 }

@@ -48,8 +48,16 @@ fn plan(tag: &str) -> Vec<(&'static str, String, u16, String)> {
 /// Serves the plan from `server` while an agent traces its pid, then checks
 /// the spans.
 fn serve_and_check(server: Server, tag: &str) {
+    serve_and_check_with(server, tag, &[]);
+}
+
+/// As [`serve_and_check`], with extra agent flags.
+fn serve_and_check_with(server: Server, tag: &str, extra: &[&str]) {
     let pid = server.pid();
-    let agent = Agent::start_ready(&["--pid", &pid.to_string()]);
+    let pid_arg = pid.to_string();
+    let mut args = vec!["--pid", pid_arg.as_str()];
+    args.extend_from_slice(extra);
+    let agent = Agent::start_ready(&args);
 
     let mut expected = Vec::new();
     for (method, path, status, query) in plan(tag) {
@@ -121,4 +129,30 @@ fn node_http() {
         return;
     }
     serve_and_check(Server::node(), "node");
+}
+
+/// The fallback socket classifier (the file-table walk with BTF offsets,
+/// for kernels without sock:sock_*_length) must give the same spans.
+#[test]
+fn python_with_fd_table_classifier() {
+    if !env::require_ebpf() {
+        return;
+    }
+    serve_and_check_with(
+        Server::python(),
+        "pyfd",
+        &["--socket-classifier", "fd-table"],
+    );
+}
+
+#[test]
+fn nginx_with_fd_table_classifier() {
+    if !env::require_ebpf() || !env::require_program("nginx") {
+        return;
+    }
+    serve_and_check_with(
+        Server::nginx(),
+        "nginxfd",
+        &["--socket-classifier", "fd-table"],
+    );
 }
