@@ -39,6 +39,8 @@ struct State {
     spans: Vec<Span>,
     /// stdout lines that are not a valid ExportTraceServiceRequest, with the reason.
     bad_lines: Vec<String>,
+    /// Every non-empty stdout line, verbatim.
+    stdout_lines: Vec<String>,
     stderr: Vec<String>,
     ready: bool,
     stdout_eof: bool,
@@ -99,6 +101,9 @@ pub struct Stopped {
     /// Parsed from the `wirespan: counters {...}` stderr line, if any.
     pub counters: Option<Map<String, Value>>,
     pub bad_lines: Vec<String>,
+    /// Every non-empty stdout line as printed (one OTLP/JSON request each),
+    /// for decoders other than ours.
+    pub stdout_lines: Vec<String>,
     pub args: Vec<String>,
 }
 
@@ -282,6 +287,7 @@ impl Agent {
             stderr: state.stderr,
             counters,
             bad_lines: state.bad_lines,
+            stdout_lines: state.stdout_lines,
             args: std::mem::take(&mut self.args),
         }
     }
@@ -373,6 +379,7 @@ fn on_stdout_line(state: &mut State, line: String) {
         Ok(spans) => state.spans.extend(spans),
         Err(e) => state.bad_lines.push(format!("{e:#}: {line}")),
     }
+    state.stdout_lines.push(line);
 }
 
 fn on_stderr_line(state: &mut State, line: String) {

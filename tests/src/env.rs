@@ -43,6 +43,45 @@ pub fn python() -> OsString {
     "python3".into()
 }
 
+/// The Python interpreter that has PyPI's `opentelemetry-proto` (and
+/// `protobuf`), for decoding our OTLP/JSON with an implementation we did not
+/// write: `$WIRESPAN_OTLP_PYTHON`, else `<workspace>/target/otlp-venv/bin/python`
+/// (the venv `cargo xtask setup` creates).
+pub fn otlp_python() -> PathBuf {
+    match std::env::var_os("WIRESPAN_OTLP_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace_root().join("target/otlp-venv/bin/python"),
+    }
+}
+
+/// `tests/otlp/<name>`: tools that read the agent's OTLP output.
+pub fn otlp_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("otlp")
+        .join(name)
+}
+
+/// [`otlp_python`] exists and imports the OTLP trace service messages.
+pub fn require_otlp_python() -> bool {
+    const IMPORT: &str = "import opentelemetry.proto.collector.trace.v1.trace_service_pb2";
+    let python = otlp_python();
+    let works = std::process::Command::new(&python)
+        .args(["-c", IMPORT])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        return skip(&format!(
+            "{} cannot `{IMPORT}` (create the venv with `cargo xtask setup`, \
+             or set WIRESPAN_OTLP_PYTHON)",
+            python.display()
+        ));
+    }
+    true
+}
+
 /// True when `CI` says we run in continuous integration.
 pub fn in_ci() -> bool {
     std::env::var("CI")

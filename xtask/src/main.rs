@@ -33,8 +33,10 @@ enum Task {
     ///
     /// apt packages: llvm-22-dev libpolly-22-dev libzstd-dev nginx-light
     /// redis-server wrk curl python3-venv; then `rustup component add rust-src
-    /// --toolchain nightly`; then bpf-linker built against LLVM 22. Each step is
-    /// skipped when already present.
+    /// --toolchain nightly`; then bpf-linker built against LLVM 22; then the
+    /// Python venv target/otlp-venv with PyPI's opentelemetry-proto (the
+    /// independent OTLP decoder the tests use). Each step is skipped when
+    /// already present.
     Setup,
     /// Build the eBPF programs (nightly, bpfel-unknown-none)
     ///

@@ -1,7 +1,13 @@
 //! `cargo xtask setup`: install the build and demo prerequisites that are
 //! missing, and nothing else. Every step checks first and says what it does.
 
-use std::{fs, path::Path, process::Command, thread, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -28,6 +34,7 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    otlp_venv()?;
     note("all prerequisites are present");
     Ok(())
 }
@@ -220,4 +227,104 @@ fn bpf_linker() -> Result<()> {
              is ~/.cargo/bin on PATH? (`source ~/.cargo/env`)"
         ),
     }
+}
+
+/// Debian's Python, which `python3-venv` (in [`APT_PACKAGES`]) completes.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// The module the OTLP/JSON interop test decodes with; importing it proves
+/// the venv is usable.
+const OTLP_IMPORT: &str = "import opentelemetry.proto.collector.trace.v1.trace_service_pb2";
+
+/// `target/otlp-venv`: a Python venv holding PyPI's `opentelemetry-proto`
+/// (and its `protobuf` dependency), an OTLP implementation we did not write,
+/// for the integration test `tests/tests/otlp_json.rs`.
+pub fn otlp_venv_dir() -> PathBuf {
+    util::target_dir().join("otlp-venv")
+}
+
+/// The venv's interpreter, passed to the integration tests as
+/// `WIRESPAN_OTLP_PYTHON`.
+pub fn otlp_python() -> PathBuf {
+    otlp_venv_dir().join("bin").join("python")
+}
+
+/// True when `python ARGS...` starts and exits 0 (output discarded).
+fn python_succeeds(python: &Path, args: &[&str]) -> bool {
+    Command::new(python)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `opentelemetry-proto X, protobuf Y`, as installed in the venv.
+fn otlp_venv_versions(python: &Path) -> String {
+    Command::new(python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; \
+             print(f\"opentelemetry-proto {m.version('opentelemetry-proto')}, \
+             protobuf {m.version('protobuf')}\")",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "versions unknown".to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+}
+
+fn otlp_venv() -> Result<()> {
+    let dir = otlp_venv_dir();
+    let python = otlp_python();
+    if python_succeeds(&python, &["-c", OTLP_IMPORT]) {
+        note(format!(
+            "otlp venv: present ({}: {})",
+            util::display_path(&dir),
+            otlp_venv_versions(&python)
+        ));
+        return Ok(());
+    }
+    if !Path::new(SYSTEM_PYTHON).is_file() {
+        bail!("{SYSTEM_PYTHON} is missing: install the Debian package python3 (and python3-venv)");
+    }
+    // Reuse a venv whose interpreter runs (a pip install that failed half
+    // way); recreate one that is broken.
+    if !python_succeeds(&python, &["-c", "pass"]) {
+        note(format!(
+            "otlp venv: creating {} with {SYSTEM_PYTHON}",
+            util::display_path(&dir)
+        ));
+        util::run(
+            Command::new(SYSTEM_PYTHON)
+                .args(["-m", "venv", "--clear"])
+                .arg(&dir),
+        )?;
+    }
+    note("otlp venv: installing opentelemetry-proto from PyPI");
+    util::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "opentelemetry-proto==1.45.2",
+    ]))?;
+    if !python_succeeds(&python, &["-c", OTLP_IMPORT]) {
+        bail!(
+            "pip installed opentelemetry-proto but `{} -c '{OTLP_IMPORT}'` still fails",
+            python.display()
+        );
+    }
+    note(format!(
+        "otlp venv: installed ({})",
+        otlp_venv_versions(&python)
+    ));
+    Ok(())
 }

@@ -4,7 +4,8 @@
 //! 2. build-ebpf,
 //! 3. unit tests of the whole workspace except the integration crate,
 //! 4. the release agent binary,
-//! 5. the root-only integration tests against that binary, one at a time.
+//! 5. the root-only integration tests against that binary, one at a time
+//!    (with the OTLP venv from setup for the OTLP/JSON interop test).
 //!
 //! Nothing fails fast: every test binary runs (`--no-fail-fast`), and a
 //! failing unit test does not stop the integration tests from running. The
@@ -25,6 +26,10 @@ const INTEGRATION_CRATE: &str = "wirespan-tests";
 
 /// Variable that tells the integration tests which agent binary to run.
 const AGENT_BIN_ENV: &str = "WIRESPAN_BIN";
+
+/// Variable that tells the integration tests which Python has PyPI's
+/// opentelemetry-proto (the venv that setup creates), for `otlp_json.rs`.
+const OTLP_PYTHON_ENV: &str = "WIRESPAN_OTLP_PYTHON";
 
 pub fn test(integration_args: &[String]) -> Result<()> {
     if !util::is_root() {
@@ -64,6 +69,7 @@ pub fn test(integration_args: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut cmd = build::cargo_with_probes(&obj);
     cmd.env(AGENT_BIN_ENV, &bin)
+        .env(OTLP_PYTHON_ENV, setup::otlp_python())
         .args([
             "test",
             "--no-fail-fast",
