@@ -15,9 +15,11 @@ use wirespan_common::config::MAX_CAPTURE;
 #[command(name = "wirespan", version, about, long_about)]
 pub struct Cli {
     /// Span output on stdout: `text` (one line per span), `json` (one
-    /// OTLP/JSON ExportTraceServiceRequest per line) or `off`.
-    #[arg(long, env = "WIRESPAN_PRINT", value_enum, default_value_t = PrintMode::Text)]
-    pub print: PrintMode,
+    /// OTLP/JSON ExportTraceServiceRequest per line) or `off`. The default
+    /// is `text`, or `off` when an OTLP endpoint is configured; both can
+    /// run at once.
+    #[arg(long, env = "WIRESPAN_PRINT", value_enum)]
+    pub print: Option<PrintMode>,
 
     /// Trace only these process ids (repeat the flag or separate with commas).
     #[arg(
@@ -70,6 +72,20 @@ pub struct Cli {
     /// debug, trace).
     #[arg(long, env = "WIRESPAN_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+
+    #[command(flatten)]
+    pub otlp: crate::otel_env::OtlpArgs,
+}
+
+impl Cli {
+    /// `--print` as given, else `text` unless spans go out over OTLP.
+    pub fn print_mode(&self, otlp_enabled: bool) -> PrintMode {
+        self.print.unwrap_or(if otlp_enabled {
+            PrintMode::Off
+        } else {
+            PrintMode::Text
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -153,6 +169,15 @@ mod tests {
         assert!("9-1".parse::<PortList>().is_err());
         assert!("http".parse::<PortList>().is_err());
         assert!("70000".parse::<PortList>().is_err());
+    }
+
+    #[test]
+    fn printer_defaults_off_when_otlp_is_on() {
+        let cli = Cli::try_parse_from(["wirespan"]).unwrap();
+        assert_eq!(cli.print_mode(false), PrintMode::Text);
+        assert_eq!(cli.print_mode(true), PrintMode::Off);
+        let cli = Cli::try_parse_from(["wirespan", "--print", "json"]).unwrap();
+        assert_eq!(cli.print_mode(true), PrintMode::Json);
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use std::{collections::HashMap, sync::Arc};
 
 use wirespan_common::event::{
-    Direction, EventKind,
+    Direction, EventHeader, EventKind,
     user::{DataPart, Event},
 };
 
 use crate::{
     clock::BootClock,
+    link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
     protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
     select::Selector,
@@ -29,6 +30,10 @@ struct Conn {
     http: Http1Conn,
     last_ts: u64,
     process: Arc<ProcessInfo>,
+    /// Span identity of each request in flight, by the parser's sequence
+    /// number, with the thread that read or wrote it. Bounded by the
+    /// parser's pending limit: every request leaves as an exchange.
+    ctxs: HashMap<u64, (ReqCtx, u32)>,
 }
 
 pub struct ConnTable {
@@ -42,6 +47,7 @@ pub struct ConnTable {
     limits: Limits,
     stats: Arc<Stats>,
     exchanges: Vec<Exchange>,
+    linker: Linker,
 }
 
 impl ConnTable {
@@ -56,6 +62,7 @@ impl ConnTable {
             limits: Limits::default(),
             stats,
             exchanges: Vec::new(),
+            linker: Linker::default(),
         }
     }
 
@@ -73,16 +80,7 @@ impl ConnTable {
         match ev.kind {
             EventKind::Data => {
                 if let Some(d) = &ev.data {
-                    self.on_data(
-                        h.tgid,
-                        h.fd,
-                        h.sk,
-                        h.ts_enter_ns,
-                        h.ts_exit_ns,
-                        h.ret,
-                        d,
-                        out,
-                    );
+                    self.on_data(h, d, out);
                 }
             }
             // A fresh connection on this fd: whatever we held for it is
@@ -102,9 +100,11 @@ impl ConnTable {
                 }
                 self.procs.remove(h.tgid);
                 self.selected.remove(&h.tgid);
+                self.linker.process_exit(h.tgid);
             }
             EventKind::ProcessExec => {
-                self.procs.refresh(h.tgid);
+                self.procs
+                    .exec(h.tgid, ev.exec_filename.unwrap_or_default());
                 self.selected.remove(&h.tgid);
             }
         }
@@ -126,49 +126,38 @@ impl ConnTable {
         sel.then_some(info)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_data(
-        &mut self,
-        tgid: u32,
-        fd: i32,
-        sk: u64,
-        ts_enter: u64,
-        ts_exit: u64,
-        ret: i64,
-        d: &DataPart<'_>,
-        out: &mut Vec<Span>,
-    ) {
-        let key = (tgid, fd);
+    fn on_data(&mut self, h: &EventHeader, d: &DataPart<'_>, out: &mut Vec<Span>) {
+        let key = (h.tgid, h.fd);
         if let Some(c) = self.conns.get(&key)
-            && sk != 0
+            && h.sk != 0
             && c.sk != 0
-            && c.sk != sk
+            && c.sk != h.sk
         {
-            self.close_conn(key, ts_enter, out);
+            self.close_conn(key, h.ts_enter_ns, out);
         }
         if !self.conns.contains_key(&key) {
-            let Some(process) = self.process_selected(tgid) else {
+            let Some(process) = self.process_selected(h.tgid) else {
                 return;
             };
             if self.conns.len() >= self.max_conns {
                 self.evict();
             }
             add(&self.stats.conns_opened, 1);
-            self.conns.insert(
-                key,
-                Conn {
-                    sk,
-                    ends: Endpoints::default(),
-                    http: Http1Conn::new(self.limits),
-                    last_ts: ts_exit,
-                    process,
-                },
-            );
+            let http = Http1Conn::new(self.limits);
+            let c = Conn {
+                sk: h.sk,
+                ends: Endpoints::default(),
+                http,
+                last_ts: h.ts_exit_ns,
+                process,
+                ctxs: HashMap::new(),
+            };
+            self.conns.insert(key, c);
         }
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
-        c.last_ts = ts_exit;
+        c.last_ts = h.ts_exit_ns;
         if d.tuple.family != 0 {
             c.ends = Endpoints {
                 local: d.tuple.local(),
@@ -181,11 +170,12 @@ impl ConnTable {
         // Reads: the first byte is there when the syscall returns. Writes:
         // the first byte leaves when the syscall starts.
         let (t_first, t_last) = match d.direction {
-            Direction::Ingress => (ts_exit, ts_exit),
-            Direction::Egress => (ts_enter, ts_exit),
+            Direction::Ingress => (h.ts_exit_ns, h.ts_exit_ns),
+            Direction::Egress => (h.ts_enter_ns, h.ts_exit_ns),
         };
         let before = c.http.counters();
-        let total = usize::try_from(ret).unwrap_or(0);
+        let seq0 = c.http.next_seq();
+        let total = usize::try_from(h.ret).unwrap_or(0);
         c.http.feed(
             d.direction,
             d.payload,
@@ -194,24 +184,17 @@ impl ConnTable {
             t_last,
             &mut self.exchanges,
         );
-        let after = c.http.counters();
-        count_parser(&self.stats, before, after);
+        count_parser(&self.stats, before, c.http.counters());
+        assign_contexts(c, seq0, h.tid, &self.exchanges, &mut self.linker);
         if !self.exchanges.is_empty() {
-            let (ends, process) = (c.ends, c.process.clone());
-            self.emit(ends, process, out);
-        }
-    }
-
-    /// Turns collected exchanges into spans, applying `--open-ports`.
-    fn emit(&mut self, ends: Endpoints, process: Arc<ProcessInfo>, out: &mut Vec<Span>) {
-        for ex in self.exchanges.drain(..) {
-            let server_port = match ex.role {
-                Role::Server => ends.local.map(|a| a.port()),
-                Role::Client => ends.remote.map(|a| a.port()),
-            };
-            if self.selector.server_port(server_port) {
-                out.push(span_from_exchange(&ex, ends, process.clone(), &self.clock));
-            }
+            emit(
+                c,
+                &mut self.exchanges,
+                &mut self.linker,
+                &self.selector,
+                &self.clock,
+                out,
+            );
         }
     }
 
@@ -222,7 +205,14 @@ impl ConnTable {
         let before = c.http.counters();
         c.http.close(ts, &mut self.exchanges);
         count_parser(&self.stats, before, c.http.counters());
-        self.emit(c.ends, c.process, out);
+        emit(
+            &mut c,
+            &mut self.exchanges,
+            &mut self.linker,
+            &self.selector,
+            &self.clock,
+            out,
+        );
     }
 
     /// Drops the least recently used sixteenth of the table (at least one).
@@ -244,6 +234,67 @@ impl ConnTable {
         let pending: usize = self.conns.values().map(|c| c.http.pending()).sum();
         add(&self.stats.requests_lost_shutdown, pending as u64);
         self.conns.clear();
+    }
+}
+
+/// Gives every request that began in the last feed (sequence number
+/// `seq0` on) its span identity, now, so that what it causes can link to it.
+fn assign_contexts(c: &mut Conn, seq0: u64, tid: u32, exchanges: &[Exchange], linker: &mut Linker) {
+    let Some(role) = c.http.role() else {
+        return;
+    };
+    let pid = c.process.pid;
+    let started = c.http.requests_from(seq0).chain(
+        exchanges
+            .iter()
+            .filter(|e| e.seq >= seq0)
+            .map(|e| (e.seq, &e.request)),
+    );
+    for (seq, head) in started {
+        if c.ctxs.contains_key(&seq) {
+            continue;
+        }
+        let ctx = match role {
+            Role::Server => linker.server_request(pid, tid, c.ends, head),
+            Role::Client => linker.client_request(pid, tid, c.ends, head),
+        };
+        c.ctxs.insert(seq, (ctx, tid));
+    }
+}
+
+/// Turns collected exchanges into spans, applying `--open-ports`.
+fn emit(
+    c: &mut Conn,
+    exchanges: &mut Vec<Exchange>,
+    linker: &mut Linker,
+    selector: &Selector,
+    clock: &BootClock,
+    out: &mut Vec<Span>,
+) {
+    for ex in exchanges.drain(..) {
+        // A request that began before we could see it (or past a gap)
+        // still gets an identity: its own trace.
+        let (ctx, tid) = c
+            .ctxs
+            .remove(&ex.seq)
+            .unwrap_or_else(|| (ReqCtx::root(), 0));
+        match ex.role {
+            Role::Server => linker.server_done(c.process.pid, tid, &ctx.ctx),
+            Role::Client => linker.client_done(c.ends, &ctx.ctx),
+        }
+        let server_port = match ex.role {
+            Role::Server => c.ends.local.map(|a| a.port()),
+            Role::Client => c.ends.remote.map(|a| a.port()),
+        };
+        if selector.server_port(server_port) {
+            out.push(span_from_exchange(
+                &ex,
+                &ctx,
+                c.ends,
+                c.process.clone(),
+                clock,
+            ));
+        }
     }
 }
 

@@ -3,13 +3,25 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use wirespan::{config::Cli, run};
+use clap::{CommandFactory, FromArgMatches};
+use wirespan::{config::Cli, otel_env, run};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
+    };
+    // Settings are checked before privileges: a typo is reported as such.
+    let export = match otel_env::resolve(&cli.otlp, &matches) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wirespan: {e}");
+            return ExitCode::from(2);
+        }
     };
     if let Err(e) = run::preflight(&cli) {
         eprintln!("wirespan: {e}");
@@ -29,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run::run(cli)) {
+    match rt.block_on(run::run(cli, export)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wirespan: {e:#}");

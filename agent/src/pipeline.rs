@@ -1,94 +1,205 @@
-//! The exporter side: a thread that batches spans from a bounded queue and
-//! hands them to the configured exporter.
+//! Between capture and the exporters: one bounded queue and one thread per
+//! output (printer, OTLP), batching by size or delay (OTEL_BSP_*
+//! semantics), and a fan-out thread when more than one output runs.
+//!
+//! Capture only ever `try_send`s, so a slow or failing output costs
+//! counted drops, never a stalled capture loop, and memory stays bounded
+//! by the queue sizes.
 
 use std::{
     sync::{
         Arc,
-        mpsc::{Receiver, RecvTimeoutError},
+        atomic::AtomicU64,
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use log::warn;
+use tokio::sync::watch;
 
 use crate::{
-    export::Exporter,
+    export::{Exporter, ShutdownDeadline},
     span::Span,
     stats::{Stats, add},
 };
 
-/// Spans per batch at most.
-pub const MAX_BATCH: usize = 512;
-/// Longest a span waits in a partial batch.
-pub const BATCH_DELAY: Duration = Duration::from_millis(100);
+/// The fan-out's own queue: only a buffer, as the fan-out never blocks.
+const FANOUT_QUEUE: usize = 4096;
 
-/// Runs until every sender is gone, then flushes and returns.
-pub fn run_exporter(
-    rx: Receiver<Span>,
-    mut exporter: Option<Box<dyn Exporter>>,
-    stats: Arc<Stats>,
-) {
-    let mut batch: Vec<Span> = Vec::with_capacity(MAX_BATCH);
-    let mut failing = false;
-    let mut deadline = Instant::now() + BATCH_DELAY;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Spans per batch at most.
+    pub max_batch: usize,
+    /// Longest the first span of a batch waits for the batch to fill.
+    pub delay: Duration,
+}
+
+/// A counter picked from the stats.
+pub type Counter = fn(&Stats) -> &AtomicU64;
+/// An output's queue and its drop counter, as the fan-out sees it.
+type Sink = (SyncSender<Span>, Counter);
+
+pub type SetupError = Box<dyn std::error::Error + Send + Sync>;
+/// Builds an output's exporter on its own thread (so a runtime it owns
+/// lives and dies there).
+pub type MakeExporter =
+    Box<dyn FnOnce(ShutdownDeadline) -> Result<Box<dyn Exporter>, SetupError> + Send>;
+
+pub struct Output {
+    /// Names the thread: `wirespan-<name>`.
+    pub name: &'static str,
+    /// Spans waiting for this output at most.
+    pub queue: usize,
+    pub batch: BatchConfig,
+    /// Counts spans this output missed because its queue was full (when
+    /// it is the only output, the sender, capture, counts them instead).
+    pub dropped: Counter,
+    pub make: MakeExporter,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
+    #[error("{0}")]
+    Setup(SetupError),
+}
+
+pub struct Pipeline {
+    threads: Vec<JoinHandle<()>>,
+    deadline: watch::Sender<Option<Instant>>,
+}
+
+impl Pipeline {
+    /// Starts the outputs; the sender is where capture puts finished spans.
+    pub fn start(
+        outputs: Vec<Output>,
+        stats: Arc<Stats>,
+    ) -> Result<(SyncSender<Span>, Self), PipelineError> {
+        let (deadline, shutdown) = ShutdownDeadline::channel();
+        let mut threads = Vec::new();
+        let mut sinks: Vec<Sink> = Vec::new();
+        for o in outputs {
+            let (tx, rx) = mpsc::sync_channel(o.queue);
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let shutdown = shutdown.clone();
+            let (make, batch) = (o.make, o.batch);
+            let handle = std::thread::Builder::new()
+                .name(format!("wirespan-{}", o.name))
+                .spawn(move || match make(shutdown) {
+                    Ok(exporter) => {
+                        let _ = ready_tx.send(Ok(()));
+                        run_batches(rx, exporter, batch);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })
+                .map_err(|e| PipelineError::Thread(o.name, e))?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(PipelineError::Setup(e)),
+                Err(_) => return Err(PipelineError::Setup(format!("{} panicked", o.name).into())),
+            }
+            threads.push(handle);
+            sinks.push((tx, o.dropped));
+        }
+        let tx = match sinks.pop() {
+            Some((tx, _)) if sinks.is_empty() => tx,
+            last => {
+                sinks.extend(last);
+                let (tx, rx) = mpsc::sync_channel(FANOUT_QUEUE);
+                let handle = std::thread::Builder::new()
+                    .name("wirespan-fanout".into())
+                    .spawn(move || fan_out(rx, &sinks, &stats))
+                    .map_err(|e| PipelineError::Thread("fan-out", e))?;
+                threads.push(handle);
+                tx
+            }
+        };
+        Ok((tx, Self { threads, deadline }))
+    }
+
+    /// From now on, exports give up at `deadline`; what is still pending
+    /// then is dropped and counted.
+    pub fn begin_shutdown(&self, deadline: Instant) {
+        let _ = self.deadline.send(Some(deadline));
+    }
+
+    /// Waits, until `limit` at most, for the outputs to drain (every span
+    /// sender must be gone). False if some output did not finish in time.
+    pub fn join(self, limit: Instant) -> bool {
+        while !self.threads.iter().all(JoinHandle::is_finished) {
+            if Instant::now() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for t in self.threads {
+            if t.join().is_err() {
+                warn!("an exporter thread panicked");
+            }
+        }
+        true
+    }
+}
+
+/// Hands each span to every output without ever blocking.
+fn fan_out(rx: Receiver<Span>, sinks: &[Sink], stats: &Stats) {
+    let Some(((last, last_dropped), rest)) = sinks.split_last() else {
+        // No output at all: spans are produced and counted, nothing else.
+        for _ in rx {}
+        return;
+    };
+    for span in rx {
+        for (tx, dropped) in rest {
+            if tx.try_send(span.clone()).is_err() {
+                add(dropped(stats), 1);
+            }
+        }
+        if last.try_send(span).is_err() {
+            add(last_dropped(stats), 1);
+        }
+    }
+}
+
+/// Runs until every sender is gone and the queue is empty, exporting a
+/// batch when it is full or its first span has waited `cfg.delay`.
+pub fn run_batches(rx: Receiver<Span>, mut exporter: Box<dyn Exporter>, cfg: BatchConfig) {
+    let max_batch = cfg.max_batch.max(1);
+    let mut batch: Vec<Span> = Vec::with_capacity(max_batch);
+    let mut due: Option<Instant> = None;
     loop {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let done = match rx.recv_timeout(timeout) {
+        let received = match due {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(due) => rx.recv_timeout(due.saturating_duration_since(Instant::now())),
+        };
+        let done = match received {
             Ok(span) => {
-                if batch.is_empty() {
-                    deadline = Instant::now() + BATCH_DELAY;
-                }
+                due.get_or_insert_with(|| Instant::now() + cfg.delay);
                 batch.push(span);
                 false
             }
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
-        if batch.len() >= MAX_BATCH || (!batch.is_empty() && (done || Instant::now() >= deadline)) {
-            write_batch(&mut exporter, &batch, &stats, &mut failing);
+        let late = due.is_some_and(|d| Instant::now() >= d);
+        if !batch.is_empty() && (batch.len() >= max_batch || late || done) {
+            // The exporter counts the outcome and warns when it must.
+            let _ = exporter.export(&batch);
             batch.clear();
-        }
-        if batch.is_empty() {
-            deadline = Instant::now() + BATCH_DELAY;
+            due = None;
         }
         if done {
             break;
         }
     }
-    if let Some(e) = exporter.as_mut()
-        && let Err(err) = e.flush()
-    {
-        warn!("exporter flush failed: {err:#}");
+    if let Err(e) = exporter.flush() {
+        warn!("flushing spans at exit: {e}");
     }
 }
 
-fn write_batch(
-    exporter: &mut Option<Box<dyn Exporter>>,
-    batch: &[Span],
-    stats: &Stats,
-    failing: &mut bool,
-) {
-    let Some(e) = exporter.as_mut() else {
-        // `--print off` and no other exporter: spans are produced and
-        // counted, nothing else.
-        add(&stats.spans_exported, batch.len() as u64);
-        return;
-    };
-    match e.export(batch) {
-        Ok(()) => {
-            add(&stats.spans_exported, batch.len() as u64);
-            if *failing {
-                warn!("span export recovered");
-                *failing = false;
-            }
-        }
-        Err(err) => {
-            add(&stats.spans_dropped_export_error, batch.len() as u64);
-            // One warning when failures start, not one per batch.
-            if !*failing {
-                warn!("span export failing: {err:#}; dropped spans are counted");
-                *failing = true;
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,8 @@
 use std::{
     io::{self, LineWriter},
     path::Path,
-    sync::{Arc, mpsc},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -22,15 +23,27 @@ use crate::{
     clock::BootClock,
     config::{Cli, PrintMode},
     conn::ConnTable,
-    export::{Exporter, JsonLines, text::TextLines},
-    loader, pipeline,
+    export::{Exporter, JsonLines, otlp_exporter::OtlpExporter, text::TextLines},
+    loader,
+    otel_env::{ExportSettings, Protocol},
+    pipeline::{BatchConfig, MakeExporter, Output, Pipeline},
+    probe::KernelFeatures,
+    process,
     select::Selector,
     stats::Stats,
 };
 
-/// Spans waiting for the exporter at most; beyond it they are dropped and
+/// Spans waiting for the printer at most; beyond it they are dropped and
 /// counted, so a stalled stdout cannot grow memory.
-const SPAN_QUEUE: usize = 16 * 1024;
+const PRINT_QUEUE: usize = 16 * 1024;
+/// The printer shows spans promptly, in batches of up to 512.
+const PRINT_BATCH: BatchConfig = BatchConfig {
+    max_batch: 512,
+    delay: Duration::from_millis(100),
+};
+/// How long past the shutdown deadline we wait for outputs to finish (a
+/// printer stuck on a full pipe, an export that ignores its deadline).
+const JOIN_GRACE: Duration = Duration::from_secs(1);
 
 /// A problem with how the agent was started: reported in one line, exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -120,17 +133,62 @@ fn offsets() -> (SockOffsets, FdTableOffsets) {
     (sock, fd)
 }
 
-fn exporter(mode: PrintMode) -> Option<Box<dyn Exporter>> {
-    match mode {
-        PrintMode::Text => Some(Box::new(TextLines::new(LineWriter::new(io::stdout())))),
-        PrintMode::Json => Some(Box::new(JsonLines::new(LineWriter::new(io::stdout())))),
+/// The outputs: the printer (`--print`; by default text, or off when
+/// OTLP is configured) and the OTLP exporter when an endpoint is set. Each
+/// gets every span, through its own queue.
+fn exporter(cli: &Cli, export: &ExportSettings, stats: &Arc<Stats>) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    let st = stats.clone();
+    let printer: Option<MakeExporter> = match cli.print_mode(export.otlp.is_some()) {
+        PrintMode::Text => Some(Box::new(move |_| {
+            Ok(Box::new(TextLines::new(LineWriter::new(io::stdout()), st)) as Box<dyn Exporter>)
+        })),
+        PrintMode::Json => Some(Box::new(move |_| {
+            Ok(Box::new(JsonLines::new(LineWriter::new(io::stdout()), st)) as Box<dyn Exporter>)
+        })),
         PrintMode::Off => None,
+    };
+    if let Some(make) = printer {
+        outputs.push(Output {
+            name: "print",
+            queue: PRINT_QUEUE,
+            batch: PRINT_BATCH,
+            dropped: |s| &s.spans_dropped_print_queue_full,
+            make,
+        });
     }
+    if let Some(otlp) = export.otlp.clone() {
+        let (bsp, st) = (export.bsp, stats.clone());
+        info!(
+            "exporting spans over OTLP/{} to {}",
+            match otlp.protocol {
+                Protocol::Grpc => "gRPC",
+                Protocol::HttpProtobuf => "HTTP",
+            },
+            otlp.endpoint
+        );
+        outputs.push(Output {
+            name: "otlp",
+            queue: bsp.max_queue_size,
+            batch: BatchConfig {
+                max_batch: bsp.max_export_batch_size,
+                delay: bsp.schedule_delay,
+            },
+            dropped: |s| &s.spans_dropped_queue_full,
+            make: Box::new(move |deadline| {
+                Ok(Box::new(OtlpExporter::new(&otlp, &bsp, st, deadline)?) as Box<dyn Exporter>)
+            }),
+        });
+    }
+    outputs
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (sock, fdtable) = offsets();
+pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     loader::ensure_tracefs()?;
+    let features = KernelFeatures::probe();
+    info!("{features}");
+    features.check_minimum()?;
+    let (sock, fdtable) = offsets();
     let classifier = loader::choose_classifier(cli.socket_classifier, &fdtable)?;
     let kcfg = KernelConfig {
         agent_tgid: std::process::id(),
@@ -158,13 +216,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         stats.clone(),
     );
 
-    let (tx, rx) = mpsc::sync_channel(SPAN_QUEUE);
-    let exp = exporter(cli.print);
-    let exp_stats = stats.clone();
-    let exporter_thread = std::thread::Builder::new()
-        .name("wirespan-export".into())
-        .spawn(move || pipeline::run_exporter(rx, exp, exp_stats))
-        .context("starting the exporter thread")?;
+    process::set_agent_resource_attributes(export.resource_attributes.clone());
+    let (tx, pipeline) = Pipeline::start(exporter(&cli, &export, &stats), stats.clone())
+        .context("starting the span outputs")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let capture = tokio::spawn(capture::run(ring, table, tx, stats.clone(), stop_rx));
@@ -172,11 +226,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     info!("stopping");
+    let deadline = Instant::now() + export.shutdown_timeout;
+    pipeline.begin_shutdown(deadline);
     let _ = stop_tx.send(true);
     capture.await.context("capture task panicked")??;
-    // The capture task dropped the span sender: the exporter drains and ends.
-    if exporter_thread.join().is_err() {
-        warn!("exporter thread panicked");
+    // The capture task dropped the span sender: the outputs drain and end,
+    // exporting what they can by the deadline and counting the rest. A
+    // second signal stops the wait.
+    let flushed = tokio::task::spawn_blocking(move || pipeline.join(deadline + JOIN_GRACE));
+    tokio::select! {
+        r = flushed => if !r.unwrap_or(false) {
+            warn!("span outputs did not finish by the shutdown deadline; exiting anyway");
+        },
+        _ = wait_for_signal() => warn!("second signal: exiting without waiting for the flush"),
     }
     let kernel = kernel_counters(&ebpf);
     drop(ebpf); // detaches every program

@@ -47,7 +47,7 @@ mod tests {
             exe_path: Some(exe.into()),
             exe_name: exe.rsplit('/').next().unwrap_or(exe).into(),
             service_name: "s".into(),
-            command_line: String::new(),
+            ..Default::default()
         }
     }
 

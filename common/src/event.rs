@@ -150,6 +150,18 @@ pub struct DataEvent {
 /// Bytes of a data event before its payload.
 pub const DATA_PREFIX: usize = core::mem::size_of::<EventHeader>() + core::mem::size_of::<Tuple>();
 
+/// Bytes of an exec'd file name kept (longer names are cut).
+pub const EXEC_FILENAME: usize = 256;
+
+/// A [`EventKind::ProcessExec`] event: the header and the file name the
+/// process exec'd, NUL-terminated. The agent uses the name when the
+/// process is gone before it can read /proc (short-lived clients).
+#[repr(C)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    pub filename: [u8; EXEC_FILENAME],
+}
+
 /// Per-CPU counters kept by the kernel programs.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,12 +1,22 @@
 //! Process lifecycle: the agent drops a process's connections when it exits
-//! and refreshes its metadata when it execs.
+//! and refreshes its metadata when it execs. The exec event carries the
+//! file name, so a short-lived process (a curl that is gone before the
+//! agent reads /proc) still gets its name.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
 };
-use wirespan_common::event::EventKind;
+use wirespan_common::event::{Counter, EventHeader, EventKind, ExecEvent};
 
-use crate::lifecycle::emit_control;
+use crate::{counters::bump, lifecycle::emit_control, maps::EVENTS};
+
+/// `__data_loc char[] filename` at offset 8 of sched_process_exec's format:
+/// the low 16 bits are the offset of the string in the record, the high 16
+/// its length.
+const FILENAME_LOC: usize = 8;
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn proc_exit(_ctx: TracePointContext) -> u32 {
@@ -20,11 +30,42 @@ pub fn proc_exit(_ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn proc_exec(_ctx: TracePointContext) -> u32 {
+pub fn proc_exec(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((id >> 32) as u32, id as u32);
-    if !crate::config::ignored(tgid) {
-        emit_control(EventKind::ProcessExec, tgid, tid, -1, 0);
+    if crate::config::ignored(tgid) {
+        return 0;
     }
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: `ev` points at reserved ring-buffer memory of ExecEvent size;
+    // every field is written before submit.
+    unsafe {
+        (*ev).hdr = EventHeader {
+            kind: EventKind::ProcessExec as u8,
+            direction: 0,
+            syscall: 0,
+            _pad0: 0,
+            tgid,
+            tid,
+            fd: -1,
+            ts_enter_ns: now,
+            ts_exit_ns: now,
+            sk: 0,
+            ret: 0,
+            captured: 0,
+            _pad1: 0,
+        };
+        (*ev).filename[0] = 0;
+        let loc = ctx.read_at::<u32>(FILENAME_LOC).unwrap_or(0);
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let _ = bpf_probe_read_kernel_str_bytes(src, &mut (*ev).filename);
+    }
+    entry.submit(0);
+    bump(Counter::ControlEvents);
     0
 }

@@ -57,6 +57,7 @@ fn data(t: &mut ConnTable, fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u
             tuple: tuple(),
             payload: bytes,
         }),
+        exec_filename: None,
     };
     let mut out = Vec::new();
     t.on_event(&ev, &mut out);
@@ -79,6 +80,7 @@ fn control(t: &mut ConnTable, kind: EventKind, fd: i32, ts: u64) -> Vec<Span> {
             kind,
             hdr,
             data: None,
+            exec_filename: None,
         },
         &mut out,
     );
@@ -309,4 +311,287 @@ fn table_is_bounded() {
         .conns_evicted
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(evicted >= 84, "evicted {evicted}");
+}
+
+mod linking {
+    use super::*;
+
+    struct Ev<'a> {
+        tgid: u32,
+        tid: u32,
+        fd: i32,
+        local: u16,
+        remote: u16,
+        dir: Direction,
+        ts: u64,
+        bytes: &'a [u8],
+    }
+
+    fn send(t: &mut ConnTable, e: Ev<'_>) -> Vec<Span> {
+        let mut tuple = Tuple {
+            family: AF_INET,
+            sport: e.local,
+            dport: e.remote,
+            ..Default::default()
+        };
+        tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let hdr = EventHeader {
+            kind: EventKind::Data as u8,
+            direction: e.dir as u8,
+            tgid: e.tgid,
+            tid: e.tid,
+            fd: e.fd,
+            ts_enter_ns: e.ts,
+            ts_exit_ns: e.ts + 5,
+            sk: e.fd as u64 + 100,
+            ret: e.bytes.len() as i64,
+            captured: e.bytes.len() as u32,
+            ..Default::default()
+        };
+        let data = Some(DataPart {
+            direction: e.dir,
+            syscall: None,
+            tuple,
+            payload: e.bytes,
+        });
+        let mut out = Vec::new();
+        t.on_event(
+            &Event {
+                kind: EventKind::Data,
+                hdr,
+                data,
+                exec_filename: None,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACE: [u8; 16] = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    const PARENT: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn inbound_traceparent_sets_trace_and_parent() {
+        let mut t = table(Selector::default());
+        let req = format!("GET /a HTTP/1.1\r\ntraceparent: {TP}\r\ntracestate: k=v\r\n\r\n");
+        let ev = |dir, ts, bytes| Ev {
+            tgid: 1,
+            tid: 1,
+            fd: 5,
+            local: 8080,
+            remote: 40000,
+            dir,
+            ts,
+            bytes,
+        };
+        send(&mut t, ev(Direction::Ingress, 10, req.as_bytes()));
+        let spans = send(&mut t, ev(Direction::Egress, 20, OK));
+        assert_eq!(spans[0].trace_id, TRACE);
+        assert_eq!(spans[0].parent_span_id, Some(PARENT));
+        assert_ne!(spans[0].span_id, PARENT);
+        assert_eq!(spans[0].trace_state, "k=v");
+    }
+
+    #[test]
+    fn malformed_or_duplicated_traceparent_starts_a_new_trace() {
+        for bad in [
+            format!("traceparent: {}\r\n", TP.to_uppercase()),
+            format!("traceparent: {TP}\r\ntraceparent: {TP}\r\n"),
+            "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01\r\n".to_string(),
+        ] {
+            let mut t = table(Selector::default());
+            let req = format!("GET /a HTTP/1.1\r\n{bad}tracestate: k=v\r\n\r\n");
+            let ev = |dir, ts, bytes| Ev {
+                tgid: 1,
+                tid: 1,
+                fd: 5,
+                local: 8080,
+                remote: 40000,
+                dir,
+                ts,
+                bytes,
+            };
+            send(&mut t, ev(Direction::Ingress, 10, req.as_bytes()));
+            let spans = send(&mut t, ev(Direction::Egress, 20, OK));
+            assert_ne!(spans[0].trace_id, TRACE, "{bad}");
+            assert_eq!(spans[0].parent_span_id, None, "{bad}");
+            assert_eq!(
+                spans[0].trace_state, "",
+                "a bad context is not propagated: {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_call_from_the_serving_thread_is_a_child() {
+        let mut t = table(Selector::default());
+        // Thread 7 of process 1 reads a server request on fd 5...
+        let srv = |dir, ts, bytes| Ev {
+            tgid: 1,
+            tid: 7,
+            fd: 5,
+            local: 8080,
+            remote: 40000,
+            dir,
+            ts,
+            bytes,
+        };
+        send(
+            &mut t,
+            srv(Direction::Ingress, 10, b"GET /front HTTP/1.1\r\n\r\n"),
+        );
+        // ...and, while serving it, calls a backend on fd 6.
+        let cli = |dir, ts, bytes| Ev {
+            tgid: 1,
+            tid: 7,
+            fd: 6,
+            local: 50000,
+            remote: 9000,
+            dir,
+            ts,
+            bytes,
+        };
+        send(
+            &mut t,
+            cli(Direction::Egress, 20, b"GET /back HTTP/1.1\r\n\r\n"),
+        );
+        let client = send(&mut t, cli(Direction::Ingress, 30, OK));
+        let server = send(&mut t, srv(Direction::Egress, 40, OK));
+        assert_eq!(client[0].kind, SpanKind::Client);
+        assert_eq!(client[0].trace_id, server[0].trace_id);
+        assert_eq!(client[0].parent_span_id, Some(server[0].span_id));
+        assert_eq!(server[0].parent_span_id, None);
+        // Another thread's call is not a child.
+        let other = |dir, ts, bytes| Ev {
+            tgid: 1,
+            tid: 8,
+            fd: 9,
+            local: 50001,
+            remote: 9000,
+            dir,
+            ts,
+            bytes,
+        };
+        send(
+            &mut t,
+            other(Direction::Egress, 50, b"GET /x HTTP/1.1\r\n\r\n"),
+        );
+        let lone = send(&mut t, other(Direction::Ingress, 60, OK));
+        assert_eq!(lone[0].parent_span_id, None);
+        // Nor is a call after the server request ended.
+        send(
+            &mut t,
+            cli(Direction::Egress, 70, b"GET /late HTTP/1.1\r\n\r\n"),
+        );
+        let late = send(&mut t, cli(Direction::Ingress, 80, OK));
+        assert_eq!(late[0].parent_span_id, None);
+    }
+
+    #[test]
+    fn same_node_peer_links_without_headers() {
+        let mut t = table(Selector::default());
+        // Process 1 calls 127.0.0.1:9000 from port 50000; process 2 serves it.
+        let cli = |dir, ts, bytes| Ev {
+            tgid: 1,
+            tid: 1,
+            fd: 6,
+            local: 50000,
+            remote: 9000,
+            dir,
+            ts,
+            bytes,
+        };
+        let srv = |dir, ts, bytes| Ev {
+            tgid: 2,
+            tid: 2,
+            fd: 4,
+            local: 9000,
+            remote: 50000,
+            dir,
+            ts,
+            bytes,
+        };
+        send(
+            &mut t,
+            cli(Direction::Egress, 10, b"GET /api HTTP/1.1\r\n\r\n"),
+        );
+        send(
+            &mut t,
+            srv(Direction::Ingress, 20, b"GET /api HTTP/1.1\r\n\r\n"),
+        );
+        let server = send(&mut t, srv(Direction::Egress, 30, OK));
+        let client = send(&mut t, cli(Direction::Ingress, 40, OK));
+        assert_eq!(server[0].trace_id, client[0].trace_id);
+        assert_eq!(server[0].parent_span_id, Some(client[0].span_id));
+    }
+
+    #[test]
+    fn chain_of_three_is_one_trace() {
+        let mut t = table(Selector::default());
+        // curl (pid 1) -> front (pid 2, thread 20) -> back (pid 3).
+        let curl = |dir, ts, bytes| Ev {
+            tgid: 1,
+            tid: 1,
+            fd: 3,
+            local: 40000,
+            remote: 8080,
+            dir,
+            ts,
+            bytes,
+        };
+        let front_in = |dir, ts, bytes| Ev {
+            tgid: 2,
+            tid: 20,
+            fd: 4,
+            local: 8080,
+            remote: 40000,
+            dir,
+            ts,
+            bytes,
+        };
+        let front_out = |dir, ts, bytes| Ev {
+            tgid: 2,
+            tid: 20,
+            fd: 5,
+            local: 41000,
+            remote: 9090,
+            dir,
+            ts,
+            bytes,
+        };
+        let back = |dir, ts, bytes| Ev {
+            tgid: 3,
+            tid: 30,
+            fd: 6,
+            local: 9090,
+            remote: 41000,
+            dir,
+            ts,
+            bytes,
+        };
+        let req = b"GET /x HTTP/1.1\r\n\r\n";
+        send(&mut t, curl(Direction::Egress, 1, req));
+        send(&mut t, front_in(Direction::Ingress, 2, req));
+        send(&mut t, front_out(Direction::Egress, 3, req));
+        send(&mut t, back(Direction::Ingress, 4, req));
+        let s_back = send(&mut t, back(Direction::Egress, 5, OK));
+        let c_front = send(&mut t, front_out(Direction::Ingress, 6, OK));
+        let s_front = send(&mut t, front_in(Direction::Egress, 7, OK));
+        let c_curl = send(&mut t, curl(Direction::Ingress, 8, OK));
+        let all = [&c_curl[0], &s_front[0], &c_front[0], &s_back[0]];
+        assert!(
+            all.iter().all(|s| s.trace_id == c_curl[0].trace_id),
+            "one trace"
+        );
+        assert_eq!(c_curl[0].parent_span_id, None);
+        assert_eq!(s_front[0].parent_span_id, Some(c_curl[0].span_id));
+        assert_eq!(c_front[0].parent_span_id, Some(s_front[0].span_id));
+        assert_eq!(s_back[0].parent_span_id, Some(c_front[0].span_id));
+    }
 }

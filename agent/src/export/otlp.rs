@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    process::ProcessInfo,
+    process::{ProcessInfo, agent_resource_attributes, host_name},
     span::{AttrValue, Span, SpanKind, Status},
 };
 
@@ -31,22 +31,19 @@ fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.to_string())
 }
 
-/// The node's host name, read once.
-pub fn host_name() -> &'static str {
-    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default()
-    })
-}
-
-fn resource(p: &ProcessInfo, host: &str) -> Resource {
+/// The resource of one traced process. Precedence, highest first: the
+/// process's own OTEL_SERVICE_NAME (for `service.name`), the process's own
+/// OTEL_RESOURCE_ATTRIBUTES (it knows itself best), the agent's
+/// OTEL_RESOURCE_ATTRIBUTES (node- or cluster-wide facts), then what the
+/// agent detected. `ProcessInfo::service_name` already follows this order.
+fn resource(p: &ProcessInfo) -> Resource {
     let mut attributes = vec![
         kv("service.name", s(&p.service_name)),
+        kv("service.instance.id", s(&p.instance_id)),
         kv("process.pid", any_value::Value::IntValue(p.pid.into())),
         kv("process.executable.name", s(&p.exe_name)),
-        kv("host.name", s(host)),
+        kv("host.name", s(host_name())),
+        kv("os.type", s("linux")),
         kv("telemetry.sdk.name", s("wirespan")),
         kv("telemetry.sdk.language", s("rust")),
         kv("telemetry.sdk.version", s(env!("CARGO_PKG_VERSION"))),
@@ -56,6 +53,16 @@ fn resource(p: &ProcessInfo, host: &str) -> Resource {
     }
     if !p.command_line.is_empty() {
         attributes.push(kv("process.command_line", s(&p.command_line)));
+    }
+    let given = agent_resource_attributes()
+        .iter()
+        .chain(&p.resource_attributes)
+        .filter(|(k, _)| k != "service.name");
+    for (k, v) in given {
+        match attributes.iter_mut().find(|a| &a.key == k) {
+            Some(a) => *a = kv(k, s(v)),
+            None => attributes.push(kv(k, s(v))),
+        }
     }
     Resource {
         attributes,
@@ -87,6 +94,7 @@ fn span(sp: &Span) -> PSpan {
         trace_id: sp.trace_id.to_vec(),
         span_id: sp.span_id.to_vec(),
         parent_span_id: sp.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        trace_state: sp.trace_state.clone(),
         name: sp.name.clone(),
         kind: match sp.kind {
             SpanKind::Server => PKind::Server as i32,
@@ -102,13 +110,12 @@ fn span(sp: &Span) -> PSpan {
 
 /// Groups a batch by process into one request.
 pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
-    let host: &str = host_name();
     let mut by_pid: HashMap<u32, usize> = HashMap::new();
     let mut out: Vec<ResourceSpans> = Vec::new();
     for sp in batch {
         let idx = *by_pid.entry(sp.process.pid).or_insert_with(|| {
             out.push(ResourceSpans {
-                resource: Some(resource(&sp.process, host)),
+                resource: Some(resource(&sp.process)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(InstrumentationScope {
                         name: "wirespan".into(),
@@ -142,6 +149,7 @@ mod tests {
             trace_id: [0xab; 16],
             span_id: [0xcd; 8],
             parent_span_id: None,
+            trace_state: String::new(),
             name: name.into(),
             kind: SpanKind::Server,
             start_unix_ns: 1_700_000_000_000_000_000,
@@ -157,6 +165,12 @@ mod tests {
                 exe_name: "python3".into(),
                 service_name: format!("svc{pid}"),
                 command_line: "python3 -m http.server".into(),
+                instance_id: "i".into(),
+                resource_attributes: vec![
+                    ("team".into(), "web".into()),
+                    ("service.name".into(), "ignored here".into()),
+                    ("process.pid".into(), "overridden".into()),
+                ],
             }),
         }
     }
@@ -192,5 +206,23 @@ mod tests {
             json["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"],
             "wirespan"
         );
+        let attr = |k: &str| {
+            res.as_array()
+                .unwrap()
+                .iter()
+                .filter(|kv| kv["key"] == k)
+                .map(|kv| kv["value"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(attr("team"), [serde_json::json!({"stringValue": "web"})]);
+        assert_eq!(
+            attr("process.pid"),
+            [serde_json::json!({"stringValue": "overridden"})]
+        );
+        assert_eq!(
+            attr("os.type"),
+            [serde_json::json!({"stringValue": "linux"})]
+        );
+        assert_eq!(attr("service.instance.id").len(), 1);
     }
 }

@@ -1,21 +1,38 @@
 //! Human-readable span lines for the terminal.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc};
 
-use super::Exporter;
-use crate::span::{AttrValue, Span, SpanKind, Status};
+use super::{ExportError, Exporter, Health, printed};
+use crate::{
+    span::{AttrValue, Span, SpanKind, Status},
+    stats::Stats,
+};
 
 pub struct TextLines<W: std::io::Write + Send> {
     out: W,
     line: String,
+    stats: Arc<Stats>,
+    health: Health,
 }
 
 impl<W: std::io::Write + Send> TextLines<W> {
-    pub fn new(out: W) -> Self {
+    pub fn new(out: W, stats: Arc<Stats>) -> Self {
         Self {
             out,
             line: String::new(),
+            stats,
+            health: Health::new("the text printer"),
         }
+    }
+
+    fn write(&mut self, batch: &[Span]) -> Result<(), ExportError> {
+        for span in batch {
+            format_span(span, &mut self.line);
+            self.line.push('\n');
+            self.out.write_all(self.line.as_bytes())?;
+        }
+        self.out.flush()?;
+        Ok(())
     }
 }
 
@@ -66,13 +83,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl<W: std::io::Write + Send> Exporter for TextLines<W> {
-    fn export(&mut self, batch: &[Span]) -> anyhow::Result<()> {
-        for span in batch {
-            format_span(span, &mut self.line);
-            self.line.push('\n');
-            self.out.write_all(self.line.as_bytes())?;
-        }
-        self.out.flush()?;
-        Ok(())
+    fn export(&mut self, batch: &[Span]) -> Result<(), ExportError> {
+        printed(self.write(batch), batch, &self.stats, &mut self.health)
     }
 }

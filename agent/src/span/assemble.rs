@@ -3,9 +3,10 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use super::{AttrValue, Span, SpanKind, Status, new_ids, route};
+use super::{AttrValue, Span, SpanKind, Status, route};
 use crate::{
     clock::BootClock,
+    link::ReqCtx,
     process::ProcessInfo,
     protocol::http1::{Exchange, Outcome, Role},
 };
@@ -47,6 +48,7 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
 
 pub fn span_from_exchange(
     ex: &Exchange,
+    ctx: &ReqCtx,
     ends: Endpoints,
     process: Arc<ProcessInfo>,
     clock: &BootClock,
@@ -122,14 +124,14 @@ pub fn span_from_exchange(
         _ => Status::Unset,
     };
 
-    let (trace_id, span_id) = new_ids();
     let name = format!("{method} {}", route::template(path));
     let start = clock.to_unix_ns(ex.request_start);
     let end = clock.to_unix_ns(ex.response_end).max(start);
     Span {
-        trace_id,
-        span_id,
-        parent_span_id: None,
+        trace_id: ctx.ctx.trace_id,
+        span_id: ctx.ctx.span_id,
+        parent_span_id: ctx.parent,
+        trace_state: ctx.tracestate.clone(),
         name,
         kind,
         start_unix_ns: start,

@@ -1,6 +1,7 @@
 //! Finished spans, the one type exporters see.
 
 pub mod assemble;
+pub mod context;
 pub mod route;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Span {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
+    /// W3C tracestate carried with the trace (empty when none).
+    pub trace_state: String,
     pub name: String,
     pub kind: SpanKind,
     pub start_unix_ns: u64,

@@ -14,6 +14,8 @@ pub struct Event<'a> {
     pub hdr: EventHeader,
     /// Data events only.
     pub data: Option<DataPart<'a>>,
+    /// Exec events only: the file name exec'd (without its NUL).
+    pub exec_filename: Option<&'a [u8]>,
 }
 
 #[derive(Debug)]
@@ -94,7 +96,20 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     } else {
         None
     };
-    Ok(Event { kind, hdr, data })
+    let exec_filename = if kind == EventKind::ProcessExec {
+        buf.get(size_of::<EventHeader>()..).map(|rest| {
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            &rest[..end.min(super::EXEC_FILENAME)]
+        })
+    } else {
+        None
+    };
+    Ok(Event {
+        kind,
+        hdr,
+        data,
+        exec_filename,
+    })
 }
 
 impl Tuple {

@@ -115,6 +115,10 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct Exchange {
     pub role: Role,
+    /// The request's sequence number on this connection (see
+    /// [`Http1Conn::requests_from`]): lets the caller attach state to a
+    /// request when it starts and find it again here.
+    pub seq: u64,
     pub request: RequestHead,
     pub response: Option<ResponseHead>,
     /// `t_first` of the feed that carried the request's first byte.

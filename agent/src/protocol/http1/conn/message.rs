@@ -315,7 +315,7 @@ impl Http1Conn {
                 head: Some(request),
                 start,
                 end,
-                ..
+                seq,
             }),
         ) = (self.role, req)
         else {
@@ -323,6 +323,7 @@ impl Http1Conn {
         };
         out.push(Exchange {
             role,
+            seq,
             request,
             response,
             request_start: start,

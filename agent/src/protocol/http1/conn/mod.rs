@@ -149,6 +149,22 @@ impl Http1Conn {
     }
 
     /// Requests waiting for a response.
+    /// The sequence number the next request will get. Requests are
+    /// numbered from 0 in the order they start on the connection.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Requests still waiting for their response whose sequence number is
+    /// at least `seq`, oldest first. Together with [`Exchange::seq`] this
+    /// tells the caller which requests began during the last feed.
+    pub fn requests_from(&self, seq: u64) -> impl Iterator<Item = (u64, &RequestHead)> {
+        self.pending
+            .iter()
+            .filter(move |p| p.seq >= seq)
+            .filter_map(|p| p.head.as_ref().map(|h| (p.seq, h)))
+    }
+
     pub fn pending(&self) -> usize {
         self.pending.len()
     }

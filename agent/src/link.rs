@@ -1,0 +1,194 @@
+//! Trace linking with no code changes in the services. Each request gets
+//! its span identity when it *starts*, so that work it causes can point at
+//! it before it ends:
+//! - a server request with a valid W3C `traceparent` joins that trace;
+//! - else, on one node, a server request whose connection is the other end
+//!   of a traced client request becomes that client span's child;
+//! - a client request made by a thread while that thread handles a server
+//!   request becomes the server span's child (thread-per-request servers).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
+
+use crate::{
+    protocol::http1::RequestHead,
+    span::{
+        assemble::Endpoints,
+        context::{SpanContext, parse_inbound},
+        new_ids,
+    },
+};
+
+/// Where a span's parent came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkSource {
+    /// No parent: a new trace.
+    Root,
+    /// The request's own `traceparent` header.
+    Header,
+    /// The same thread was serving a request (in-process).
+    Thread,
+    /// The client span on the other end of this connection (same node).
+    Peer,
+}
+
+/// A request's span identity, decided when the request starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReqCtx {
+    pub ctx: SpanContext,
+    pub parent: Option<[u8; 8]>,
+    pub tracestate: String,
+    pub source: LinkSource,
+}
+
+impl ReqCtx {
+    pub fn root() -> Self {
+        let (trace_id, span_id) = new_ids();
+        Self {
+            ctx: SpanContext {
+                trace_id,
+                span_id,
+                flags: 1,
+            },
+            parent: None,
+            tracestate: String::new(),
+            source: LinkSource::Root,
+        }
+    }
+
+    fn child_of(parent: &SpanContext, tracestate: &str, source: LinkSource) -> Self {
+        let (_, span_id) = new_ids();
+        Self {
+            ctx: SpanContext {
+                trace_id: parent.trace_id,
+                span_id,
+                flags: parent.flags,
+            },
+            parent: Some(parent.span_id),
+            tracestate: tracestate.to_string(),
+            source,
+        }
+    }
+}
+
+/// A connection seen from its client: (client address, server address).
+type PeerKey = (SocketAddr, SocketAddr);
+
+/// Bounds: beyond them the maps are cleared (and counted), never grown.
+const MAX_THREADS: usize = 64 * 1024;
+const MAX_PEERS: usize = 64 * 1024;
+const MAX_PER_PEER: usize = 64;
+
+#[derive(Default)]
+pub struct Linker {
+    /// (tgid, tid) -> the server request that thread is handling.
+    active: HashMap<(u32, u32), (SpanContext, String)>,
+    /// Client requests in flight, by connection, oldest first.
+    peers: HashMap<PeerKey, VecDeque<(SpanContext, String)>>,
+    pub resets: u64,
+    pub invalid_traceparents: u64,
+}
+
+impl Linker {
+    /// A server request read by thread `tid` of `tgid`.
+    pub fn server_request(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        ends: Endpoints,
+        head: &RequestHead,
+    ) -> ReqCtx {
+        let ctx = match parse_inbound(&head.traceparent, &head.tracestate) {
+            Ok(inbound) => {
+                ReqCtx::child_of(&inbound.parent, &inbound.tracestate, LinkSource::Header)
+            }
+            Err(_) => {
+                if !head.traceparent.is_empty() {
+                    self.invalid_traceparents += 1;
+                }
+                let peer = match (ends.remote, ends.local) {
+                    (Some(client), Some(server)) => self
+                        .peers
+                        .get_mut(&(client, server))
+                        .and_then(|q| q.pop_front()),
+                    _ => None,
+                };
+                match peer {
+                    Some((parent, state)) => ReqCtx::child_of(&parent, &state, LinkSource::Peer),
+                    None => ReqCtx::root(),
+                }
+            }
+        };
+        if self.active.len() >= MAX_THREADS {
+            self.active.clear();
+            self.resets += 1;
+        }
+        self.active
+            .insert((tgid, tid), (ctx.ctx, ctx.tracestate.clone()));
+        ctx
+    }
+
+    /// A client request written by thread `tid` of `tgid`.
+    pub fn client_request(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        ends: Endpoints,
+        head: &RequestHead,
+    ) -> ReqCtx {
+        let ctx = match parse_inbound(&head.traceparent, &head.tracestate) {
+            // An instrumented client (SDK) already chose the context.
+            Ok(inbound) => {
+                ReqCtx::child_of(&inbound.parent, &inbound.tracestate, LinkSource::Header)
+            }
+            Err(_) => match self.active.get(&(tgid, tid)) {
+                Some((parent, state)) => ReqCtx::child_of(parent, state, LinkSource::Thread),
+                None => ReqCtx::root(),
+            },
+        };
+        if let (Some(local), Some(remote)) = (ends.local, ends.remote) {
+            if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&(local, remote)) {
+                self.peers.clear();
+                self.resets += 1;
+            }
+            let q = self.peers.entry((local, remote)).or_default();
+            if q.len() >= MAX_PER_PEER {
+                q.pop_front();
+            }
+            q.push_back((ctx.ctx, ctx.tracestate.clone()));
+        }
+        ctx
+    }
+
+    /// A server request read by `tid` finished: the thread no longer
+    /// serves it (unless it already moved on to another request).
+    pub fn server_done(&mut self, tgid: u32, tid: u32, ctx: &SpanContext) {
+        if self
+            .active
+            .get(&(tgid, tid))
+            .is_some_and(|(c, _)| c.span_id == ctx.span_id)
+        {
+            self.active.remove(&(tgid, tid));
+        }
+    }
+
+    /// A client request finished: a server that has not read it by now is
+    /// not on this node (or not traced).
+    pub fn client_done(&mut self, ends: Endpoints, ctx: &SpanContext) {
+        if let (Some(local), Some(remote)) = (ends.local, ends.remote)
+            && let Some(q) = self.peers.get_mut(&(local, remote))
+        {
+            q.retain(|(c, _)| c.span_id != ctx.span_id);
+            if q.is_empty() {
+                self.peers.remove(&(local, remote));
+            }
+        }
+    }
+
+    /// A process exited: forget its threads.
+    pub fn process_exit(&mut self, tgid: u32) {
+        self.active.retain(|&(g, _), _| g != tgid);
+    }
+}
