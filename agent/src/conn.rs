@@ -223,6 +223,16 @@ impl ConnTable {
         for (_, k) in ages.into_iter().take(n) {
             if let Some(c) = self.conns.remove(&k) {
                 add(&self.stats.requests_lost_evicted, c.http.pending() as u64);
+                // Its requests no longer occupy their threads or peers.
+                for (ctx, tid) in c.ctxs.values() {
+                    match c.http.role() {
+                        Some(Role::Server) => {
+                            self.linker.server_done(c.process.pid, *tid, &ctx.ctx)
+                        }
+                        Some(Role::Client) => self.linker.client_done(c.ends, &ctx.ctx),
+                        None => {}
+                    }
+                }
             }
         }
         add(&self.stats.conns_evicted, n as u64);

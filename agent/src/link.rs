@@ -83,8 +83,12 @@ const MAX_PER_PEER: usize = 64;
 
 #[derive(Default)]
 pub struct Linker {
-    /// (tgid, tid) -> the server request that thread is handling.
-    active: HashMap<(u32, u32), (SpanContext, String)>,
+    /// (tgid, tid) -> the server requests that thread has read and not yet
+    /// answered. A client call links to one only when there is exactly one:
+    /// an event loop (nginx, Node) with several requests in flight cannot
+    /// tell us which one caused the call, and a wrong parent is worse than
+    /// none.
+    active: HashMap<(u32, u32), Vec<(SpanContext, String)>>,
     /// Client requests in flight, by connection, oldest first.
     peers: HashMap<PeerKey, VecDeque<(SpanContext, String)>>,
     pub resets: u64,
@@ -121,12 +125,15 @@ impl Linker {
                 }
             }
         };
-        if self.active.len() >= MAX_THREADS {
+        if self.active.len() >= MAX_THREADS && !self.active.contains_key(&(tgid, tid)) {
             self.active.clear();
             self.resets += 1;
         }
-        self.active
-            .insert((tgid, tid), (ctx.ctx, ctx.tracestate.clone()));
+        let serving = self.active.entry((tgid, tid)).or_default();
+        if serving.len() >= MAX_PER_PEER {
+            serving.remove(0);
+        }
+        serving.push((ctx.ctx, ctx.tracestate.clone()));
         ctx
     }
 
@@ -143,9 +150,9 @@ impl Linker {
             Ok(inbound) => {
                 ReqCtx::child_of(&inbound.parent, &inbound.tracestate, LinkSource::Header)
             }
-            Err(_) => match self.active.get(&(tgid, tid)) {
-                Some((parent, state)) => ReqCtx::child_of(parent, state, LinkSource::Thread),
-                None => ReqCtx::root(),
+            Err(_) => match self.active.get(&(tgid, tid)).map(Vec::as_slice) {
+                Some([(parent, state)]) => ReqCtx::child_of(parent, state, LinkSource::Thread),
+                _ => ReqCtx::root(),
             },
         };
         if let (Some(local), Some(remote)) = (ends.local, ends.remote) {
@@ -163,14 +170,13 @@ impl Linker {
     }
 
     /// A server request read by `tid` finished: the thread no longer
-    /// serves it (unless it already moved on to another request).
+    /// serves it.
     pub fn server_done(&mut self, tgid: u32, tid: u32, ctx: &SpanContext) {
-        if self
-            .active
-            .get(&(tgid, tid))
-            .is_some_and(|(c, _)| c.span_id == ctx.span_id)
-        {
-            self.active.remove(&(tgid, tid));
+        if let Some(serving) = self.active.get_mut(&(tgid, tid)) {
+            serving.retain(|(c, _)| c.span_id != ctx.span_id);
+            if serving.is_empty() {
+                self.active.remove(&(tgid, tid));
+            }
         }
     }
 

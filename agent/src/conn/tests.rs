@@ -313,10 +313,12 @@ fn table_is_bounded() {
     assert!(evicted >= 84, "evicted {evicted}");
 }
 
-mod linking {
+/// Builders shared by the linking tests.
+mod linking_support {
     use super::*;
 
-    struct Ev<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn ev(
         tgid: u32,
         tid: u32,
         fd: i32,
@@ -324,10 +326,34 @@ mod linking {
         remote: u16,
         dir: Direction,
         ts: u64,
-        bytes: &'a [u8],
+        bytes: &[u8],
+    ) -> Ev<'_> {
+        Ev {
+            tgid,
+            tid,
+            fd,
+            local,
+            remote,
+            dir,
+            ts,
+            bytes,
+        }
     }
 
-    fn send(t: &mut ConnTable, e: Ev<'_>) -> Vec<Span> {
+    pub struct Ev<'a> {
+        pub tgid: u32,
+        pub tid: u32,
+        pub fd: i32,
+        pub local: u16,
+        pub remote: u16,
+        pub dir: Direction,
+        pub ts: u64,
+        pub bytes: &'a [u8],
+    }
+
+    pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    pub fn send(t: &mut ConnTable, e: Ev<'_>) -> Vec<Span> {
         let mut tuple = Tuple {
             family: AF_INET,
             sport: e.local,
@@ -367,6 +393,11 @@ mod linking {
         );
         out
     }
+}
+
+mod linking {
+    use super::linking_support::{Ev, OK, send};
+    use super::*;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const TRACE: [u8; 16] = [
@@ -374,8 +405,6 @@ mod linking {
         0x36,
     ];
     const PARENT: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-
     #[test]
     fn inbound_traceparent_sets_trace_and_parent() {
         let mut t = table(Selector::default());
@@ -593,5 +622,43 @@ mod linking {
         assert_eq!(s_front[0].parent_span_id, Some(c_curl[0].span_id));
         assert_eq!(c_front[0].parent_span_id, Some(s_front[0].span_id));
         assert_eq!(s_back[0].parent_span_id, Some(c_front[0].span_id));
+    }
+}
+
+mod event_loop {
+    use super::linking_support::*;
+    use super::*;
+
+    #[test]
+    fn a_thread_serving_two_requests_links_neither() {
+        let mut t = table(Selector::default());
+        // One thread (an event loop) reads two requests on two connections...
+        let a = |dir, ts, bytes| ev(1, 7, 5, 8080, 40000, dir, ts, bytes);
+        let b = |dir, ts, bytes| ev(1, 7, 6, 8080, 40001, dir, ts, bytes);
+        send(
+            &mut t,
+            a(Direction::Ingress, 10, b"GET /a HTTP/1.1\r\n\r\n"),
+        );
+        send(
+            &mut t,
+            b(Direction::Ingress, 11, b"GET /b HTTP/1.1\r\n\r\n"),
+        );
+        // ...then calls upstream: which request caused it is unknowable.
+        let up = |dir, ts, bytes| ev(1, 7, 9, 50000, 9000, dir, ts, bytes);
+        send(
+            &mut t,
+            up(Direction::Egress, 12, b"GET /up HTTP/1.1\r\n\r\n"),
+        );
+        let call = send(&mut t, up(Direction::Ingress, 13, OK));
+        assert_eq!(call[0].parent_span_id, None, "no guessing on an event loop");
+        // Once /b is answered, a call made while only /a is in flight links to /a.
+        send(&mut t, b(Direction::Egress, 14, OK));
+        send(
+            &mut t,
+            up(Direction::Egress, 15, b"GET /up2 HTTP/1.1\r\n\r\n"),
+        );
+        let call = send(&mut t, up(Direction::Ingress, 16, OK));
+        let server_a = send(&mut t, a(Direction::Egress, 17, OK));
+        assert_eq!(call[0].parent_span_id, Some(server_a[0].span_id));
     }
 }
