@@ -350,3 +350,22 @@ fn attach(ebpf: &mut Ebpf, h: &Hook) -> anyhow::Result<()> {
     prog.attach(h.category, h.name)?;
     Ok(())
 }
+
+/// Detaches and unloads every program. Each tracepoint link costs an RCU
+/// grace period to tear down (about 70 ms on 6.18), so they go in parallel:
+/// shutdown then takes one grace period, not one per program.
+pub fn detach_all(mut ebpf: Ebpf) {
+    std::thread::scope(|scope| {
+        for (name, prog) in ebpf.programs_mut() {
+            let Ok(tp) = <&mut TracePoint>::try_from(prog) else {
+                continue;
+            };
+            scope.spawn(move || {
+                if let Err(e) = tp.unload() {
+                    warn!("detaching {name}: {e}");
+                }
+            });
+        }
+    });
+    drop(ebpf);
+}
