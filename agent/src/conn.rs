@@ -15,6 +15,7 @@ use crate::{
     process::{ProcessCache, ProcessInfo},
     protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
     select::Selector,
+    span::context::parse_inbound,
     span::{
         Span,
         assemble::{Endpoints, span_from_exchange},
@@ -34,6 +35,9 @@ struct Conn {
     /// number, with the thread that read or wrote it. Bounded by the
     /// parser's pending limit: every request leaves as an exchange.
     ctxs: HashMap<u64, (ReqCtx, u32)>,
+    /// Identity decided for the next client request at the kernel's
+    /// RequestIntent, with the writing thread.
+    intent: Option<(ReqCtx, u32)>,
 }
 
 pub struct ConnTable {
@@ -102,12 +106,29 @@ impl ConnTable {
                 self.selected.remove(&h.tgid);
                 self.linker.process_exit(h.tgid);
             }
+            EventKind::RequestIntent => self.on_intent(h),
             EventKind::ProcessExec => {
                 self.procs
                     .exec(h.tgid, ev.exec_filename.unwrap_or_default());
                 self.selected.remove(&h.tgid);
             }
         }
+    }
+
+    /// A thread is about to send a request on a known connection: decide
+    /// its identity now (see `EventKind::RequestIntent`).
+    fn on_intent(&mut self, h: &EventHeader) {
+        let Some(c) = self.conns.get_mut(&(h.tgid, h.fd)) else {
+            return;
+        };
+        if c.sk != h.sk || c.http.role() == Some(Role::Server) || c.http.is_opaque() {
+            return;
+        }
+        if let Some((stale, _)) = c.intent.take() {
+            self.linker.client_done(c.ends, &stale.ctx);
+        }
+        let ctx = self.linker.client_intent(c.process.pid, h.tid, c.ends);
+        c.intent = Some((ctx, h.tid));
     }
 
     fn process_selected(&mut self, tgid: u32) -> Option<Arc<ProcessInfo>> {
@@ -151,6 +172,7 @@ impl ConnTable {
                 last_ts: h.ts_exit_ns,
                 process,
                 ctxs: HashMap::new(),
+                intent: None,
             };
             self.conns.insert(key, c);
         }
@@ -202,6 +224,9 @@ impl ConnTable {
         let Some(mut c) = self.conns.remove(&key) else {
             return;
         };
+        if let Some((stale, _)) = c.intent.take() {
+            self.linker.client_done(c.ends, &stale.ctx);
+        }
         let before = c.http.counters();
         c.http.close(ts, &mut self.exchanges);
         count_parser(&self.stats, before, c.http.counters());
@@ -264,9 +289,21 @@ fn assign_contexts(c: &mut Conn, seq0: u64, tid: u32, exchanges: &[Exchange], li
         if c.ctxs.contains_key(&seq) {
             continue;
         }
-        let ctx = match role {
-            Role::Server => linker.server_request(pid, tid, c.ends, head),
-            Role::Client => linker.client_request(pid, tid, c.ends, head),
+        let (ctx, tid) = match (role, c.intent.take()) {
+            (Role::Server, _) => (linker.server_request(pid, tid, c.ends, head), tid),
+            // The identity decided at the intent stands, unless the request
+            // carries its own valid traceparent (an instrumented client).
+            (Role::Client, Some(intent))
+                if parse_inbound(&head.traceparent, &head.tracestate).is_err() =>
+            {
+                intent
+            }
+            (Role::Client, intent) => {
+                if let Some((stale, _)) = intent {
+                    linker.client_done(c.ends, &stale.ctx);
+                }
+                (linker.client_request(pid, tid, c.ends, head), tid)
+            }
         };
         c.ctxs.insert(seq, (ctx, tid));
     }

@@ -145,7 +145,25 @@ impl Linker {
         ends: Endpoints,
         head: &RequestHead,
     ) -> ReqCtx {
-        let ctx = match parse_inbound(&head.traceparent, &head.tracestate) {
+        self.client(tgid, tid, ends, &head.traceparent, &head.tracestate)
+    }
+
+    /// A client request about to be written (the kernel's RequestIntent,
+    /// sent at syscall entry): its identity is decided, and offered to a
+    /// same-node server, before the server can read it.
+    pub fn client_intent(&mut self, tgid: u32, tid: u32, ends: Endpoints) -> ReqCtx {
+        self.client(tgid, tid, ends, &[], &[])
+    }
+
+    fn client(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        ends: Endpoints,
+        traceparent: &[String],
+        tracestate: &[String],
+    ) -> ReqCtx {
+        let ctx = match parse_inbound(traceparent, tracestate) {
             // An instrumented client (SDK) already chose the context.
             Ok(inbound) => {
                 ReqCtx::child_of(&inbound.parent, &inbound.tracestate, LinkSource::Header)

@@ -22,6 +22,12 @@ pub enum EventKind {
     ProcessExit = 5,
     /// A process called exec(): cached metadata for its pid is stale.
     ProcessExec = 6,
+    /// A thread entered a send on a known TCP socket with bytes that start
+    /// an HTTP request. Sent at syscall *entry*, before the bytes can reach
+    /// a peer on this node, so the agent learns of the client request
+    /// before the server's read (whose data event may otherwise win the
+    /// race to the ring buffer). `sk` identifies the socket.
+    RequestIntent = 7,
 }
 
 impl TryFrom<u8> for EventKind {
@@ -34,6 +40,7 @@ impl TryFrom<u8> for EventKind {
             4 => Self::Close,
             5 => Self::ProcessExit,
             6 => Self::ProcessExec,
+            7 => Self::RequestIntent,
             other => return Err(other),
         })
     }

@@ -23,6 +23,12 @@ const EINPROGRESS: i64 = 115;
 /// Sends a header-only event. A full ring buffer is counted, never silent.
 #[inline(always)]
 pub fn emit_control(kind: EventKind, tgid: u32, tid: u32, fd: i32, ret: i64) {
+    emit_header(kind, tgid, tid, fd, ret, 0);
+}
+
+/// [`emit_control`] with the socket's `struct sock` address.
+#[inline(always)]
+pub fn emit_header(kind: EventKind, tgid: u32, tid: u32, fd: i32, ret: i64, sk: u64) {
     let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) else {
         bump(Counter::RingbufFull);
         return;
@@ -38,7 +44,7 @@ pub fn emit_control(kind: EventKind, tgid: u32, tid: u32, fd: i32, ret: i64) {
         fd,
         ts_enter_ns: now,
         ts_exit_ns: now,
-        sk: 0,
+        sk,
         ret,
         captured: 0,
         _pad1: 0,

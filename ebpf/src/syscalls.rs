@@ -14,12 +14,13 @@ use aya_ebpf::{
 };
 use wirespan_common::{
     config::{Classifier, MAX_CAPTURE},
-    event::{Counter, DATA_PREFIX, EventKind, Syscall},
+    event::{Counter, DATA_PREFIX, Direction, EventKind, Syscall},
 };
 
 use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
+    lifecycle::emit_header,
     maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch},
     sock::read_tuple,
 };
@@ -61,6 +62,26 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
     };
     if INFLIGHT.insert(id, inf, 0).is_err() {
         bump(Counter::InflightFull);
+        return;
+    }
+    if syscall.direction() == Direction::Egress {
+        request_intent(id, &inf, syscall);
+    }
+}
+
+/// A send on a socket already known to be TCP, whose bytes start an HTTP
+/// request: tell the agent now, at entry. See `EventKind::RequestIntent`.
+#[inline(always)]
+fn request_intent(id: u64, inf: &Inflight, syscall: Syscall) {
+    let tgid = (id >> 32) as u32;
+    let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
+    // SAFETY: plain u64 value.
+    let sk = match unsafe { SOCKET_FDS.get(key) } {
+        Some(&sk) if sk != 0 => sk,
+        _ => return,
+    };
+    if http_start(syscall, inf) == Some(true) {
+        emit_header(EventKind::RequestIntent, tgid, id as u32, inf.fd, 0, sk);
     }
 }
 
@@ -134,7 +155,7 @@ fn emit_data(inf: &Inflight, id: u64, ret: i64) {
         read_tuple(inf.sk, &cfg.sock, &mut s.ev.tuple);
     }
 
-    let mut cap = if starts_http(syscall, inf) {
+    let mut cap = if http_start(syscall, inf).is_some() {
         cfg.head_capture_bytes
     } else {
         cfg.capture_bytes
@@ -250,30 +271,23 @@ fn first_buffer(syscall: Syscall, inf: &Inflight) -> u64 {
     }
 }
 
-/// Whether the bytes start like an HTTP/1 request or response. Only a
-/// hint for how much to copy: the agent's parser decides what is HTTP.
+/// Whether the bytes start like an HTTP/1 message: `Some(true)` for a
+/// request (a method), `Some(false)` for a response (`HTTP`). Only a hint:
+/// the agent's parser decides what is HTTP.
 #[inline(always)]
-fn starts_http(syscall: Syscall, inf: &Inflight) -> bool {
+fn http_start(syscall: Syscall, inf: &Inflight) -> Option<bool> {
     let p = first_buffer(syscall, inf);
     if p == 0 {
-        return false;
+        return None;
     }
-    let Ok(w) = (unsafe { bpf_probe_read_user(p as *const [u8; 4]) }) else {
-        return false;
-    };
-    matches!(
-        &w,
-        b"GET "
-            | b"POST"
-            | b"PUT "
-            | b"HEAD"
-            | b"DELE"
-            | b"PATC"
-            | b"OPTI"
-            | b"CONN"
-            | b"TRAC"
-            | b"HTTP"
-    )
+    let w = unsafe { bpf_probe_read_user(p as *const [u8; 4]) }.ok()?;
+    match &w {
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC" => {
+            Some(true)
+        }
+        b"HTTP" => Some(false),
+        _ => None,
+    }
 }
 
 #[inline(always)]

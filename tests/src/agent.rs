@@ -110,10 +110,37 @@ pub struct Stopped {
 impl Agent {
     /// Spawns `wirespan --print json ARGS...` without waiting for readiness.
     pub fn start(args: &[&str]) -> Agent {
-        let bin = env::agent_bin();
         let mut full: Vec<String> = vec!["--print".into(), "json".into()];
         full.extend(args.iter().map(|a| a.to_string()));
-        let mut child = Command::new(&bin)
+        Agent::spawn(full, None)
+    }
+
+    /// Spawns `wirespan ARGS...` (no implicit `--print`) with `envs` set and
+    /// every `OTEL_*` variable of the test's own environment removed, so only
+    /// the configuration the test chose reaches the agent. Does not wait for
+    /// readiness.
+    pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(args: &[&str], envs: &[(K, V)]) -> Agent {
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        Agent::spawn(args.iter().map(|a| a.to_string()).collect(), Some(&envs))
+    }
+
+    /// `envs`: `None` inherits the environment as is; `Some` drops every
+    /// inherited `OTEL_*` variable and sets these.
+    fn spawn(full: Vec<String>, envs: Option<&[(String, String)]>) -> Agent {
+        let bin = env::agent_bin();
+        let mut cmd = Command::new(&bin);
+        if let Some(envs) = envs {
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("OTEL_") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.envs(envs.iter().map(|(k, v)| (k, v)));
+        }
+        let mut child = cmd
             .args(&full)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -122,7 +149,11 @@ impl Agent {
             .unwrap_or_else(|e| panic!("cannot spawn the agent {}: {e}", bin.display()));
         let pid = child.id();
         eprintln!(
-            "[harness] started agent pid {pid}: {} {}",
+            "[harness] started agent pid {pid}: {}{} {}",
+            envs.unwrap_or_default()
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?} "))
+                .collect::<String>(),
             bin.display(),
             full.join(" ")
         );
@@ -187,6 +218,11 @@ impl Agent {
             );
         }
         eprintln!("[harness] agent ready after {:?}", started.elapsed());
+    }
+
+    /// A field of the agent's /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        crate::otlp::proc_status_kib(self.pid, field)
     }
 
     /// All spans printed so far.

@@ -82,6 +82,30 @@ pub fn require_otlp_python() -> bool {
     true
 }
 
+/// [`otlp_python`] has `grpcio` and opentelemetry-proto's gRPC service
+/// stubs too: what `tests/otlp/receiver.py`, the OTLP receiver of the export
+/// tests, needs.
+pub fn require_otlp_receiver() -> bool {
+    const IMPORT: &str =
+        "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc";
+    let python = otlp_python();
+    let works = std::process::Command::new(&python)
+        .args(["-c", IMPORT])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        return skip(&format!(
+            "{} cannot `{IMPORT}` (create or update the venv with `cargo xtask setup`, \
+             or set WIRESPAN_OTLP_PYTHON)",
+            python.display()
+        ));
+    }
+    true
+}
+
 /// True when `CI` says we run in continuous integration.
 pub fn in_ci() -> bool {
     std::env::var("CI")

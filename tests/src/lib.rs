@@ -14,10 +14,12 @@
 //! ```
 
 pub mod agent;
+pub mod chain;
 pub mod clients;
 pub mod data;
 pub mod env;
 pub mod expect;
+pub mod otlp;
 pub mod servers;
 pub mod span;
 

@@ -47,6 +47,22 @@ impl Server {
         })
     }
 
+    /// [`Server::python`] with `envs` in its environment (e.g.
+    /// `OTEL_SERVICE_NAME`, which the agent reads from /proc/PID/environ).
+    pub fn python_with_env(envs: &[(&str, &str)]) -> Server {
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Server::start("python-http", move |port, _dir| {
+            let mut cmd = Command::new(env::python());
+            cmd.arg(env::server_script("py_server.py"))
+                .arg(port.to_string())
+                .envs(envs.iter().map(|(k, v)| (k, v)));
+            cmd
+        })
+    }
+
     /// `tests/servers/echo_server.py`: a TCP echo server (not HTTP).
     pub fn echo() -> Server {
         Server::start("python-echo", |port, _dir| {

@@ -1,7 +1,9 @@
 //! `cargo xtask`: wirespan's developer tasks. See DEVELOPERS.md.
 
+mod bench;
 mod build;
 mod demo;
+mod kernels;
 mod run;
 mod setup;
 mod test;
@@ -34,10 +36,16 @@ enum Task {
     /// apt packages: llvm-22-dev libpolly-22-dev libzstd-dev nginx-light
     /// redis-server wrk curl python3-venv; then `rustup component add rust-src
     /// --toolchain nightly`; then bpf-linker built against LLVM 22; then the
-    /// Python venv target/otlp-venv with PyPI's opentelemetry-proto (the
-    /// independent OTLP decoder the tests use). Each step is skipped when
-    /// already present.
-    Setup,
+    /// Python venv target/otlp-venv with PyPI's opentelemetry-proto and grpcio
+    /// (the independent OTLP decoder and receiver the tests and the bench
+    /// use). Each step is skipped when already present.
+    Setup {
+        /// Also install qemu for the VM kernel matrix (`test --kernels`):
+        /// qemu-system-x86 from bookworm-backports, at the version of the
+        /// installed qemu-utils.
+        #[arg(long)]
+        kernels: bool,
+    },
     /// Build the eBPF programs (nightly, bpfel-unknown-none)
     ///
     /// Output: target/bpfel-unknown-none/release/wirespan.
@@ -70,11 +78,29 @@ enum Task {
     /// --test-threads=1 ARGS`, with WIRESPAN_BIN set to the agent). Every
     /// step runs even after a test failure; exits non-zero if any failed.
     /// Needs root.
+    ///
+    /// With --kernels, also boots each listed Debian kernel in qemu (TCG) and
+    /// runs the guest subset of the integration tests inside it
+    /// (xtask/src/kernels/subset.rs); --kernels-only skips the host's unit
+    /// and integration tests.
     Test {
+        #[command(flatten)]
+        kernels: test::KernelArgs,
         /// Extra arguments for the integration test run (e.g. a name filter), after `--`.
+        /// With --kernels-only they narrow the guest subset instead.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Measure the agent: nginx + wrk without and with it, spans/s, CPU, RSS
+    ///
+    /// Needs root. Builds the release agent (unless --agent), starts nginx
+    /// (one process, static file) and, for otlp-100k, the OTLP receiver of
+    /// the tests (tests/otlp/receiver.py, gRPC); runs wrk for --requests
+    /// requests without the agent (baseline), then with it; waits until the
+    /// receiver has one span per request (or stalls); prints a table and
+    /// writes target/bench/<scenario>.json. Stops everything it started, by
+    /// pid, also on error or Ctrl-C. Bounded by --max-seconds.
+    Bench(bench::BenchArgs),
     /// Show the product: trace real Python and nginx servers, print the spans
     ///
     /// Runs setup and build, starts Python http.server and nginx (proxying
@@ -92,7 +118,12 @@ fn main() -> ExitCode {
     util::start_clock();
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::setup(),
+        Task::Setup { kernels } => setup::setup().and_then(|()| {
+            if kernels {
+                kernels::install::qemu()?;
+            }
+            Ok(())
+        }),
         Task::BuildEbpf => build::build_ebpf().map(|_| ()),
         Task::Build { debug } => build::build(Profile::from_debug_flag(debug)).map(|bin| {
             util::note(format!("run it: sudo {}", util::display_path(&bin)));
@@ -101,8 +132,9 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
         },
-        Task::Test { args } => test::test(&args),
+        Task::Test { kernels, args } => test::test(&kernels, &args),
         Task::Demo { agent } => demo::demo(agent),
+        Task::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +153,21 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_defaults_to_otlp_100k() {
+        let cli = Cli::try_parse_from(["xtask", "bench"]).expect("parses");
+        match cli.task {
+            Task::Bench(args) => {
+                assert_eq!(args.scenario, bench::Scenario::Otlp100k);
+                assert_eq!(args.requests, 100_000);
+            }
+            _ => panic!("expected bench"),
+        }
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--scenario", "print-off"]).expect("parses");
+        assert!(matches!(cli.task, Task::Bench(a) if a.scenario == bench::Scenario::PrintOff));
     }
 
     #[test]

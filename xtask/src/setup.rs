@@ -232,13 +232,32 @@ fn bpf_linker() -> Result<()> {
 /// Debian's Python, which `python3-venv` (in [`APT_PACKAGES`]) completes.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
-/// The module the OTLP/JSON interop test decodes with; importing it proves
-/// the venv is usable.
-const OTLP_IMPORT: &str = "import opentelemetry.proto.collector.trace.v1.trace_service_pb2";
+/// What the venv gets from PyPI, pinned. `opentelemetry-proto` is the OTLP
+/// implementation we did not write (messages and the generated gRPC service
+/// stubs, which need grpcio >= 1.63.2); `grpcio` serves OTLP/gRPC in the
+/// test receiver `tests/otlp/receiver.py`. grpcio 1.85.1 ships manylinux
+/// wheels for CPython 3.11 on x86_64 (Debian bookworm's python3), so nothing
+/// is compiled.
+/// The SDK and its urllib instrumentation play an instrumented client in
+/// the trace-context tests (a server span must join the SDK's trace).
+pub const OTLP_VENV_PACKAGES: &[&str] = &[
+    "opentelemetry-proto==1.45.2",
+    "grpcio==1.85.1",
+    "opentelemetry-sdk==1.45.1",
+    "opentelemetry-instrumentation-urllib==0.66b1",
+];
+
+/// Importing these proves the venv is usable: the OTLP/JSON interop test
+/// needs the messages, the receiver needs grpcio and the gRPC service stubs.
+/// A venv made before grpcio was added fails this, so the step re-runs.
+const OTLP_IMPORT: &str = "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2, \
+     opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc, \
+     opentelemetry.sdk.trace, opentelemetry.instrumentation.urllib";
 
 /// `target/otlp-venv`: a Python venv holding PyPI's `opentelemetry-proto`
-/// (and its `protobuf` dependency), an OTLP implementation we did not write,
-/// for the integration test `tests/tests/otlp_json.rs`.
+/// (and its `protobuf` dependency) and `grpcio`, an OTLP implementation we did
+/// not write, for the integration tests `tests/tests/otlp_json.rs` and
+/// `tests/tests/otlp_export*.rs` and for `cargo xtask bench`.
 pub fn otlp_venv_dir() -> PathBuf {
     util::target_dir().join("otlp-venv")
 }
@@ -260,14 +279,14 @@ fn python_succeeds(python: &Path, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `opentelemetry-proto X, protobuf Y`, as installed in the venv.
+/// `opentelemetry-proto X, protobuf Y, grpcio Z`, as installed in the venv.
 fn otlp_venv_versions(python: &Path) -> String {
     Command::new(python)
         .args([
             "-c",
             "import importlib.metadata as m; \
              print(f\"opentelemetry-proto {m.version('opentelemetry-proto')}, \
-             protobuf {m.version('protobuf')}\")",
+             protobuf {m.version('protobuf')}, grpcio {m.version('grpcio')}\")",
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -307,18 +326,28 @@ fn otlp_venv() -> Result<()> {
                 .arg(&dir),
         )?;
     }
-    note("otlp venv: installing opentelemetry-proto from PyPI");
-    util::run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "opentelemetry-proto==1.45.2",
-    ]))?;
+    note(format!(
+        "otlp venv: installing {} from PyPI",
+        OTLP_VENV_PACKAGES.join(" ")
+    ));
+    util::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                // Wheels only: a source build of grpcio takes many minutes
+                // and a C++ toolchain; fail fast instead.
+                "--only-binary=:all:",
+            ])
+            .args(OTLP_VENV_PACKAGES),
+    )?;
     if !python_succeeds(&python, &["-c", OTLP_IMPORT]) {
         bail!(
-            "pip installed opentelemetry-proto but `{} -c '{OTLP_IMPORT}'` still fails",
+            "pip installed {} but `{} -c '{OTLP_IMPORT}'` still fails",
+            OTLP_VENV_PACKAGES.join(" "),
             python.display()
         );
     }

@@ -662,3 +662,86 @@ mod event_loop {
         assert_eq!(call[0].parent_span_id, Some(server_a[0].span_id));
     }
 }
+
+mod intent_race {
+    use super::linking_support::*;
+    use super::*;
+
+    fn intent(t: &mut ConnTable, tgid: u32, tid: u32, fd: i32, ts: u64) {
+        let hdr = EventHeader {
+            kind: EventKind::RequestIntent as u8,
+            tgid,
+            tid,
+            fd,
+            ts_enter_ns: ts,
+            ts_exit_ns: ts,
+            sk: fd as u64 + 100,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        t.on_event(
+            &Event {
+                kind: EventKind::RequestIntent,
+                hdr,
+                data: None,
+                exec_filename: None,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+
+    /// On a keep-alive loopback connection the server's read can reach the
+    /// ring buffer before the client's write (data events go at syscall
+    /// exit). The intent, sent at the write's entry, still comes first.
+    #[test]
+    fn server_read_before_client_write_event_still_links() {
+        let mut t = table(Selector::default());
+        let cli = |dir, ts, bytes| ev(1, 1, 6, 50000, 9000, dir, ts, bytes);
+        let srv = |dir, ts, bytes| ev(2, 2, 4, 9000, 50000, dir, ts, bytes);
+        // A first exchange makes the connection known on both sides.
+        send(
+            &mut t,
+            cli(Direction::Egress, 1, b"GET /one HTTP/1.1\r\n\r\n"),
+        );
+        send(
+            &mut t,
+            srv(Direction::Ingress, 2, b"GET /one HTTP/1.1\r\n\r\n"),
+        );
+        send(&mut t, srv(Direction::Egress, 3, OK));
+        send(&mut t, cli(Direction::Ingress, 4, OK));
+        // Second request: intent, then the server's read wins the race.
+        intent(&mut t, 1, 1, 6, 10);
+        send(
+            &mut t,
+            srv(Direction::Ingress, 12, b"GET /two HTTP/1.1\r\n\r\n"),
+        );
+        send(
+            &mut t,
+            cli(Direction::Egress, 11, b"GET /two HTTP/1.1\r\n\r\n"),
+        );
+        let server = send(&mut t, srv(Direction::Egress, 13, OK));
+        let client = send(&mut t, cli(Direction::Ingress, 14, OK));
+        assert_eq!(server[0].parent_span_id, Some(client[0].span_id));
+        assert_eq!(server[0].trace_id, client[0].trace_id);
+    }
+
+    #[test]
+    fn an_instrumented_request_overrides_its_intent() {
+        let mut t = table(Selector::default());
+        let cli = |dir, ts, bytes| ev(1, 1, 6, 50000, 9000, dir, ts, bytes);
+        send(
+            &mut t,
+            cli(Direction::Egress, 1, b"GET /one HTTP/1.1\r\n\r\n"),
+        );
+        send(&mut t, cli(Direction::Ingress, 2, OK));
+        intent(&mut t, 1, 1, 6, 10);
+        let req = "GET /two HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+        send(&mut t, cli(Direction::Egress, 11, req.as_bytes()));
+        let client = send(&mut t, cli(Direction::Ingress, 14, OK));
+        assert_eq!(
+            client[0].parent_span_id,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Distributed traces across unmodified services, linked by the agent with
+//! no change on the wire (issue 4, "How it is proven": the chain with
+//! neither TCP options nor header injection, i.e. same-node linking, and
+//! the concurrency test). Header injection and TCP-option propagation are
+//! not built yet; when they are, these chains run again in those modes.
+//!
+//! How the agent links here:
+//! - a client request made by the thread that is serving a server request
+//!   becomes that server span's child (thread-per-request servers: Python
+//!   `ThreadingHTTPServer`, the JDK's `HttpServer` with a thread pool);
+//! - a server span whose connection is the other end of a traced client
+//!   span's connection (same 4-tuple, same node) becomes that client span's
+//!   child.
+//!
+//! The agent traces every process (so the short-lived curl processes too,
+//! named from the kernel's exec event) and emits the spans of connections to
+//! the chain's ports (`--open-ports`, see `chain::agent_for`); the checks
+//! keep the spans of the pids the test started. Run as root with
+//! `--test-threads=1`.
+
+use std::time::Instant;
+
+use wirespan_tests::SpanKind;
+use wirespan_tests::chain::{self, ExpectedTrace};
+use wirespan_tests::clients::curl;
+use wirespan_tests::env;
+use wirespan_tests::servers::Server;
+
+const CLIENT: SpanKind = SpanKind::Client;
+const SERVER: SpanKind = SpanKind::Server;
+
+/// Sequential curl requests through the three-runtime chain.
+const N: usize = 10;
+
+/// curl → Python `ThreadingHTTPServer` forwarder (urllib) → Java
+/// `HttpServer` forwarder (fixed thread pool, `HttpURLConnection`) → nginx.
+///
+/// N sequential curl requests, each on a distinct path, every fourth one a
+/// path nginx answers 404. Each must give exactly one trace of six spans:
+/// curl CLIENT (the root) → python SERVER → python CLIENT → java SERVER →
+/// java CLIENT → nginx SERVER, each the parent of the next; N distinct trace
+/// ids; nothing else in those traces. The 404 must come back through both
+/// forwarders (every hop reports 404; the client spans are errors, the
+/// server spans are not).
+#[test]
+fn curl_python_java_nginx_one_trace_per_request() {
+    if !env::require_ebpf()
+        || !env::require_program("nginx")
+        || !env::require_program("curl")
+        || !chain::require_java()
+    {
+        return;
+    }
+    let nginx = Server::nginx();
+    let java = Server::java_forwarder(&nginx.base_url());
+    let py = Server::py_forwarder(&java.base_url());
+    let agent = chain::agent_for(&[&py, &java, &nginx]);
+
+    let exe = |s: &Server| chain::exe_of(s);
+    let (py_exe, java_exe, nginx_exe) = (exe(&py), exe(&java), exe(&nginx));
+    let mut expected = Vec::new();
+    for i in 0..N {
+        let status = if i % 4 == 3 { 404 } else { 200 };
+        let path = format!("/status/{status}/chain-{i}");
+        let run = curl(&[&py.url(&path)]);
+        let t = run.only();
+        assert_eq!(
+            (t.http_code, String::from_utf8_lossy(&t.body).into_owned()),
+            (status, format!("status {status} {path}\n")),
+            "{path}: curl got the wrong answer through the chain"
+        );
+        let mut e = ExpectedTrace::chain(
+            &path,
+            status,
+            &[
+                ("curl CLIENT", run.pid, CLIENT, py.port),
+                ("python SERVER", py.pid(), SERVER, py.port),
+                ("python CLIENT", py.pid(), CLIENT, java.port),
+                ("java SERVER", java.pid(), SERVER, java.port),
+                ("java CLIENT", java.pid(), CLIENT, nginx.port),
+                ("nginx SERVER", nginx.pid(), SERVER, nginx.port),
+            ],
+        )
+        .within(run.window);
+        // curl is gone by now: its name comes from the kernel's exec event.
+        for (hop, name) in e
+            .hops
+            .iter_mut()
+            .zip(["curl", &py_exe, &py_exe, &java_exe, &java_exe, &nginx_exe])
+        {
+            hop.exe = Some(name.to_string());
+        }
+        expected.push(e);
+    }
+
+    let stopped = chain::collect(agent, &expected);
+    let traces = chain::assert_traces("curl -> python -> java -> nginx", &stopped.spans, &expected);
+    eprintln!(
+        "[test] {} traces of 6 spans, e.g.:\n{}",
+        traces.len(),
+        chain::show_all(&traces[0])
+    );
+}
+
+/// Client threads in the test process.
+const THREADS: usize = 16;
+/// Requests per thread, one after the other on one keep-alive connection.
+const PER_THREAD: usize = 200;
+
+/// 16 client threads × 200 chained requests give 3,200 complete traces,
+/// none mixed up.
+///
+/// The client is this test process: 16 threads, each on its own keep-alive
+/// connection, each request on its own path `/c/<thread>/<i>`, through the
+/// Python forwarder → Java forwarder → nginx. The forwarders serve 16
+/// requests at once (a thread per connection in Python, a 16-thread pool in
+/// Java, whose upstream connections are kept alive and reused by whichever
+/// pool thread comes next), so a linking that followed the wrong thread or
+/// the wrong connection would put spans in another request's trace. For
+/// every path, the spans carrying it must form exactly one trace of six
+/// spans with the expected links, and no trace may hold anything else.
+///
+/// The full 16 × 200 of the issue, over three hops: on the 2-vCPU
+/// development VM the 3,200 requests take about 4 s and the whole test
+/// about 7 s.
+#[test]
+fn sixteen_threads_times_two_hundred_chained_requests() {
+    if !env::require_ebpf() || !env::require_program("nginx") || !chain::require_java() {
+        return;
+    }
+    let nginx = Server::nginx();
+    let java = Server::java_forwarder(&nginx.base_url());
+    let py = Server::py_forwarder(&java.base_url());
+    let agent = chain::agent_for(&[&py, &java, &nginx]);
+    let me = std::process::id();
+
+    let (results, took) =
+        chain::keepalive_load(py.addr(), THREADS, PER_THREAD, |t, i| format!("/c/{t}/{i}"));
+    let total = THREADS * PER_THREAD;
+    eprintln!(
+        "[test] {total} chained requests from {THREADS} threads in {took:?} ({:.0} requests/s)",
+        total as f64 / took.as_secs_f64()
+    );
+    let failed: Vec<_> = results.iter().filter(|(_, code)| *code != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {total} requests did not get 200 through the chain, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+
+    let expected: Vec<ExpectedTrace> = results
+        .iter()
+        .map(|(path, _)| {
+            ExpectedTrace::chain(
+                path,
+                200,
+                &[
+                    ("test CLIENT", me, CLIENT, py.port),
+                    ("python SERVER", py.pid(), SERVER, py.port),
+                    ("python CLIENT", py.pid(), CLIENT, java.port),
+                    ("java SERVER", java.pid(), SERVER, java.port),
+                    ("java CLIENT", java.pid(), CLIENT, nginx.port),
+                    ("nginx SERVER", nginx.pid(), SERVER, nginx.port),
+                ],
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let stopped = chain::collect(agent, &expected);
+    eprintln!(
+        "[test] spans collected {:?} after the last request",
+        started.elapsed()
+    );
+    let traces = chain::assert_traces(
+        "16 threads x 200 requests: test -> python -> java -> nginx",
+        &stopped.spans,
+        &expected,
+    );
+    assert_eq!(traces.len(), total);
+}

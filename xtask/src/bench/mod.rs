@@ -1,0 +1,627 @@
+//! `cargo xtask bench`: what the agent costs, measured on real processes.
+//!
+//! Scenarios (all against nginx serving a small static file, one process,
+//! driven by wrk with keep-alive for a fixed number of requests):
+//! - `baseline`: nginx alone, the reference request rate;
+//! - `otlp-100k`: the agent traces nginx (`--pid`) and exports every span
+//!   over OTLP/gRPC to `tests/otlp/receiver.py` (PyPI opentelemetry-proto +
+//!   grpcio); the bench waits until the receiver has accepted one span per
+//!   request (or a timeout) and reports end-to-end spans/s, the agent's CPU
+//!   seconds and peak RSS, its drop counters, and the request rate against
+//!   the baseline;
+//! - `print-off`: the agent traces nginx with `--print off` and no
+//!   endpoint: capture, parsing and span assembly without any output.
+//!
+//! The baseline always runs first. Figures go to a table on stdout and to
+//! `target/bench/<scenario>.json`. Everything the bench starts is stopped by
+//! pid when it ends, also on error or Ctrl-C; the whole run is bounded by
+//! `--max-seconds`.
+
+mod load;
+mod procs;
+mod receiver;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use serde_json::{Map, Value, json};
+
+use self::{
+    load::{Load, WrkRun},
+    procs::{Guard, Lines},
+};
+use crate::{
+    build::{self, Profile},
+    setup,
+    util::{self, note, section},
+};
+
+const READY_MARKER: &str = "wirespan: ready";
+const COUNTERS_MARKER: &str = "wirespan: counters ";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// SIGINT to exit: the agent's shutdown deadline (5 s by default) + slack.
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(20);
+/// After the load, give up waiting for spans when the receiver's count has
+/// not moved for this long (longer than the 5 s default batch delay).
+const STALL: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// nginx alone (also runs first in every other scenario)
+    Baseline,
+    /// the agent exports every span over OTLP/gRPC to a local receiver
+    #[value(name = "otlp-100k")]
+    Otlp100k,
+    /// the agent traces with `--print off` and no exporter: capture cost
+    PrintOff,
+    /// baseline, otlp-100k, print-off
+    All,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Otlp100k => "otlp-100k",
+            Self::PrintOff => "print-off",
+            Self::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "otlp-100k")]
+    pub scenario: Scenario,
+    /// Requests per wrk run (one span each when traced).
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: u64,
+    /// wrk threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// wrk connections (keep-alive), spread over the threads.
+    #[arg(long, default_value_t = 8)]
+    pub connections: u32,
+    /// Use this agent binary instead of running setup and building one.
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+    /// OTEL_BSP_MAX_QUEUE_SIZE for the agent (default: the agent's own).
+    #[arg(long, value_name = "SPANS")]
+    pub queue_size: Option<u64>,
+    /// OTEL_BSP_SCHEDULE_DELAY for the agent, in ms. The agent's default
+    /// (5000) only delays the last, partial batch, which would add up to 5 s
+    /// to the end-to-end time of a 100k run; 200 keeps that tail small.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub schedule_delay_ms: u64,
+    /// Upper bound of the whole bench, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub max_seconds: u64,
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "`cargo xtask bench` must run as root: the agent loads eBPF programs \
+             (try `sudo -E env PATH=\"$PATH\" cargo xtask bench`)"
+        );
+    }
+    if args.requests == 0 || args.threads == 0 || args.connections < args.threads {
+        bail!("--requests must be > 0, --threads > 0 and --connections >= --threads");
+    }
+    let scenarios: Vec<Scenario> = match args.scenario {
+        Scenario::All => vec![Scenario::Otlp100k, Scenario::PrintOff],
+        Scenario::Baseline => vec![],
+        s => vec![s],
+    };
+    let bin = if scenarios.is_empty() {
+        None
+    } else {
+        Some(match &args.agent {
+            Some(path) => fs::canonicalize(path)
+                .with_context(|| format!("agent binary {} not found", path.display()))?,
+            None => {
+                setup::setup()?;
+                build::build(Profile::Release)?
+            }
+        })
+    };
+    load::check_tools()?;
+    if scenarios.contains(&Scenario::Otlp100k) {
+        receiver::check()?;
+    }
+
+    util::catch_interrupts();
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let mut guard = Guard::new()?;
+    let result = run(&mut guard, args, bin.as_deref(), &scenarios, deadline);
+    section("bench: stopping everything it started");
+    drop(guard);
+    result
+}
+
+fn run(
+    guard: &mut Guard,
+    args: &BenchArgs,
+    bin: Option<&Path>,
+    scenarios: &[Scenario],
+    deadline: Instant,
+) -> Result<()> {
+    section(&format!("bench: nginx in {}", guard.dir.display()));
+    let port = procs::free_port()?;
+    let nginx_pid = load::start_nginx(guard, port)?;
+    note(format!(
+        "nginx pid {nginx_pid}  http://127.0.0.1:{port}/bench.json"
+    ));
+
+    let wrk_bound = |deadline: Instant| {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(120))
+    };
+    let load_of = |deadline: Instant| Load {
+        requests: args.requests,
+        threads: args.threads,
+        connections: args.connections,
+        max_duration: wrk_bound(deadline),
+    };
+
+    section(&format!(
+        "bench: baseline, {} requests without the agent",
+        args.requests
+    ));
+    let baseline = load::run_wrk(guard, nginx_pid, port, &load_of(deadline))?;
+    note(format!(
+        "{} requests in {:.2} s: {:.0} req/s (nginx CPU {:.2} s)",
+        baseline.requests, baseline.seconds, baseline.rps, baseline.nginx_cpu
+    ));
+    let mut results = vec![Outcome::baseline(&baseline)];
+    write_json(
+        "baseline",
+        &json!({"scenario": "baseline", "load": load_json(args), "baseline": wrk_json(&baseline),
+                "machine": machine_json()}),
+    )?;
+
+    for &scenario in scenarios {
+        procs::bail_if_interrupted()?;
+        if Instant::now() >= deadline {
+            bail!(
+                "--max-seconds {} reached before {}",
+                args.max_seconds,
+                scenario.name()
+            );
+        }
+        let bin = bin.context("no agent binary")?;
+        section(&format!("bench: {}", scenario.name()));
+        let outcome = with_agent(
+            guard,
+            bin,
+            args,
+            scenario,
+            nginx_pid,
+            port,
+            &load_of(deadline),
+            &baseline,
+            deadline,
+        )?;
+        results.push(outcome);
+    }
+
+    section("bench: results");
+    print_table(&results);
+    let out_dir = util::target_dir().join("bench");
+    note(format!(
+        "JSON: {}/<scenario>.json",
+        util::display_path(&out_dir)
+    ));
+    let problems: Vec<String> = results.iter().filter_map(|r| r.problem.clone()).collect();
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// One row of the results table.
+struct Outcome {
+    name: &'static str,
+    wrk: WrkRun,
+    overhead_pct: Option<f64>,
+    spans_received: Option<u64>,
+    spans_per_sec: Option<f64>,
+    agent_cpu: Option<f64>,
+    peak_rss_kib: Option<u64>,
+    dropped: Option<u64>,
+    /// Why this scenario did not fully succeed (reported, then exit 1).
+    problem: Option<String>,
+}
+
+impl Outcome {
+    fn baseline(wrk: &WrkRun) -> Self {
+        Self {
+            name: "baseline",
+            wrk: wrk.clone(),
+            overhead_pct: None,
+            spans_received: None,
+            spans_per_sec: None,
+            agent_cpu: None,
+            peak_rss_kib: None,
+            dropped: None,
+            problem: None,
+        }
+    }
+}
+
+fn print_table(rows: &[Outcome]) {
+    let dash = || "-".to_string();
+    println!(
+        "\n    {:<10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
+        "scenario",
+        "requests",
+        "req/s",
+        "vs base",
+        "spans",
+        "spans/s",
+        "agent CPU",
+        "peak RSS",
+        "dropped"
+    );
+    for r in rows {
+        println!(
+            "    {:<10} {:>9} {:>10.0} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
+            r.name,
+            r.wrk.requests,
+            r.wrk.rps,
+            r.overhead_pct.map_or_else(dash, |p| format!("{p:+.1}%")),
+            r.spans_received.map_or_else(dash, |n| n.to_string()),
+            r.spans_per_sec.map_or_else(dash, |n| format!("{n:.0}")),
+            r.agent_cpu.map_or_else(dash, |c| format!("{c:.2} s")),
+            r.peak_rss_kib
+                .map_or_else(dash, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            r.dropped.map_or_else(dash, |n| n.to_string()),
+        );
+    }
+    println!();
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn with_agent(
+    guard: &mut Guard,
+    bin: &Path,
+    args: &BenchArgs,
+    scenario: Scenario,
+    nginx_pid: u32,
+    port: u16,
+    load: &Load,
+    baseline: &WrkRun,
+    deadline: Instant,
+) -> Result<Outcome> {
+    let otlp = scenario == Scenario::Otlp100k;
+    let receiver = if otlp {
+        let r = receiver::start(guard)?;
+        note(format!(
+            "receiver pid {}: OTLP/gRPC 127.0.0.1:{} ({})",
+            r.pid, r.grpc_port, r.versions
+        ));
+        Some(r)
+    } else {
+        None
+    };
+
+    let mut cmd = Command::new(bin);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["--pid", &nginx_pid.to_string()]);
+    if let Some(r) = &receiver {
+        cmd.env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", r.grpc_port),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            args.schedule_delay_ms.to_string(),
+        );
+        if let Some(q) = args.queue_size {
+            cmd.env("OTEL_BSP_MAX_QUEUE_SIZE", q.to_string());
+        }
+    } else {
+        cmd.args(["--print", "off"]);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    // SIGINT: the agent detaches and flushes; also if xtask dies.
+    let agent_pid = guard.spawn("agent", cmd, libc::SIGINT)?;
+    let stderr = guard
+        .child(agent_pid)?
+        .stderr
+        .take()
+        .context("agent stderr")?;
+    let lines = Arc::new(Lines::default());
+    guard.add_reader(procs::read_lines(
+        stderr,
+        Arc::clone(&lines),
+        Some("[agent]"),
+    ));
+    if !lines.wait_for(READY_MARKER, READY_TIMEOUT)? {
+        bail!(
+            "the agent did not get ready within {READY_TIMEOUT:?}; its stderr:\n{}",
+            lines.snapshot().join("\n")
+        );
+    }
+
+    let cpu_before = procs::cpu_seconds(agent_pid).unwrap_or(0.0);
+    let receiver_cpu_before = receiver
+        .as_ref()
+        .and_then(|r| procs::cpu_seconds(r.pid))
+        .unwrap_or(0.0);
+    let wrk_start_ns = unix_ns();
+    let wrk = load::run_wrk(guard, nginx_pid, port, load)?;
+    let wrk_end_ns = unix_ns();
+    // What the receiver had when the load ended: the pipeline's throughput
+    // while it ran.
+    let accepted_at_load_end = match &receiver {
+        Some(r) => Some(r.spans_accepted()?),
+        None => None,
+    };
+    let overhead = (baseline.rps - wrk.rps) / baseline.rps * 100.0;
+    note(format!(
+        "{} requests in {:.2} s: {:.0} req/s ({:+.1}% vs baseline; nginx CPU {:.2} s, baseline {:.2} s)",
+        wrk.requests, wrk.seconds, wrk.rps, -overhead, wrk.nginx_cpu, baseline.nginx_cpu
+    ));
+
+    // Spans: wait for one per completed request at the receiver.
+    let mut accepted_at_stop = None;
+    let mut last_accepted_ns = 0;
+    let mut timed_out = false;
+    if let Some(r) = &receiver {
+        let target = wrk.requests;
+        note(format!("waiting for {target} spans at the receiver"));
+        let mut last = 0;
+        let mut last_change = Instant::now();
+        loop {
+            procs::bail_if_interrupted()?;
+            let stats = r.stats()?;
+            let n = stats["spans_accepted"].as_u64().unwrap_or(0);
+            last_accepted_ns = stats["last_accepted_unix_nano"].as_u64().unwrap_or(0);
+            if n != last {
+                last = n;
+                last_change = Instant::now();
+            }
+            if n >= target {
+                break;
+            }
+            if last_change.elapsed() >= STALL || Instant::now() >= deadline {
+                timed_out = true;
+                note(format!(
+                    "only {n} of {target} spans arrived (no progress for {:?} or --max-seconds \
+                     reached); stopping the agent",
+                    last_change.elapsed()
+                ));
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        accepted_at_stop = Some(last);
+    }
+    let cpu = procs::cpu_seconds(agent_pid).unwrap_or(0.0) - cpu_before;
+    // The receiver is Python: when spans are dropped, its CPU tells whether
+    // it, rather than the agent, was the bottleneck.
+    let receiver_cpu = receiver
+        .as_ref()
+        .and_then(|r| procs::cpu_seconds(r.pid))
+        .map(|c| c - receiver_cpu_before);
+    let peak_kib = procs::status_kib(agent_pid, "VmHWM").unwrap_or(0);
+    let rss_kib = procs::status_kib(agent_pid, "VmRSS").unwrap_or(0);
+
+    let status = guard.stop(agent_pid, AGENT_STOP_GRACE)?;
+    guard.join_readers();
+    let stderr_lines = lines.snapshot();
+    let counters: Map<String, Value> = stderr_lines
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once(COUNTERS_MARKER))
+        .and_then(|(_, j)| serde_json::from_str::<Value>(j.trim()).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let final_accepted = match &receiver {
+        Some(r) => {
+            let n = r.spans_accepted()?;
+            guard.stop(r.pid, Duration::from_secs(5))?;
+            Some(n)
+        }
+        None => None,
+    };
+    let counter = |k: &str| counters.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let dropped_by_reason: Map<String, Value> = counters
+        .iter()
+        .filter(|(k, v)| k.starts_with("spans_dropped") && v.as_u64().unwrap_or(0) > 0)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let dropped: u64 = dropped_by_reason.values().filter_map(Value::as_u64).sum();
+
+    let e2e_secs =
+        (last_accepted_ns > wrk_start_ns).then(|| (last_accepted_ns - wrk_start_ns) as f64 / 1e9);
+    let spans_per_sec = match (accepted_at_stop, e2e_secs) {
+        (Some(n), Some(s)) if s > 0.0 => Some(n as f64 / s),
+        _ => None,
+    };
+    let spans_per_sec_during_load = accepted_at_load_end
+        .filter(|_| wrk.seconds > 0.0)
+        .map(|n| n as f64 / wrk.seconds);
+    let export_lag_secs =
+        (last_accepted_ns > wrk_end_ns).then(|| (last_accepted_ns - wrk_end_ns) as f64 / 1e9);
+
+    let mut problem = None;
+    if !status.success() {
+        problem = Some(format!(
+            "{}: the agent exited with {status}",
+            scenario.name()
+        ));
+    } else if counters.is_empty() {
+        problem = Some(format!(
+            "{}: the agent printed no counters",
+            scenario.name()
+        ));
+    } else if otlp && counter("spans_exported") + dropped != counter("spans_emitted") {
+        // Drops are a result (reported); spans lost without a count are not.
+        problem = Some(format!(
+            "{}: spans_emitted {} != spans_exported {} + dropped {dropped}",
+            scenario.name(),
+            counter("spans_emitted"),
+            counter("spans_exported")
+        ));
+    } else if final_accepted.is_some_and(|n| n != counter("spans_exported")) {
+        problem = Some(format!(
+            "{}: the receiver accepted {} spans, the agent counted {} exported",
+            scenario.name(),
+            final_accepted.unwrap_or(0),
+            counter("spans_exported")
+        ));
+    }
+    if timed_out {
+        note(format!(
+            "{} of {} spans arrived before the count stalled; the rest: {}",
+            accepted_at_stop.unwrap_or(0),
+            wrk.requests,
+            if dropped > 0 {
+                format!("{dropped} dropped and counted ({dropped_by_reason:?})")
+            } else {
+                "flushed at shutdown, or not counted (see the counters)".to_string()
+            }
+        ));
+    }
+
+    let figures = json!({
+        "scenario": scenario.name(),
+        "load": load_json(args),
+        "baseline": wrk_json(baseline),
+        "with_agent": wrk_json(&wrk),
+        // Positive: slower with the agent than without.
+        "overhead_pct": overhead,
+        "spans": {
+            "expected_at_least": wrk.requests,
+            "received_at_load_end": accepted_at_load_end,
+            "received_before_stop": accepted_at_stop,
+            "received_total": final_accepted,
+            "emitted": counter("spans_emitted"),
+            "exported": counter("spans_exported"),
+            "dropped_total": dropped,
+            "dropped_by_reason": dropped_by_reason,
+            "export_retries": counter("export_retries"),
+            "timed_out": timed_out,
+        },
+        // Spans accepted by the receiver / (last accepted - load start).
+        "spans_per_sec_end_to_end": spans_per_sec,
+        // Spans the receiver had when the load ended / load duration.
+        "spans_per_sec_during_load": spans_per_sec_during_load,
+        "end_to_end_secs": e2e_secs,
+        "export_lag_after_load_secs": export_lag_secs,
+        "agent": {
+            "cpu_seconds": cpu,
+            "cpu_seconds_per_1k_spans": (counter("spans_emitted") > 0)
+                .then(|| cpu / counter("spans_emitted") as f64 * 1000.0),
+            "peak_rss_kib": peak_kib,
+            "rss_kib_at_end": rss_kib,
+            "exit": status.to_string(),
+            "counters": Value::Object(counters.clone()),
+            "version": agent_version(bin),
+            "queue_size": args.queue_size,
+            "schedule_delay_ms": otlp.then_some(args.schedule_delay_ms),
+        },
+        "receiver_versions": receiver.as_ref().map(|r| r.versions.clone()),
+        "receiver_cpu_seconds": receiver_cpu,
+        "machine": machine_json(),
+    });
+    write_json(scenario.name(), &figures)?;
+    note(format!(
+        "agent: CPU {cpu:.2} s, peak RSS {:.1} MiB; spans emitted {}, exported {}, dropped {dropped}{}",
+        peak_kib as f64 / 1024.0,
+        counter("spans_emitted"),
+        counter("spans_exported"),
+        match (spans_per_sec, spans_per_sec_during_load) {
+            (Some(e2e), Some(during)) => format!(
+                "; {e2e:.0} spans/s end to end ({during:.0} spans/s accepted while the load ran)"
+            ),
+            (Some(e2e), None) => format!("; {e2e:.0} spans/s end to end"),
+            _ => String::new(),
+        }
+    ));
+
+    Ok(Outcome {
+        name: scenario.name(),
+        wrk,
+        overhead_pct: Some(-overhead),
+        spans_received: accepted_at_stop.or(Some(counter("spans_emitted"))),
+        spans_per_sec,
+        agent_cpu: Some(cpu),
+        peak_rss_kib: Some(peak_kib),
+        dropped: Some(dropped),
+        problem,
+    })
+}
+
+fn load_json(args: &BenchArgs) -> Value {
+    json!({
+        "requests": args.requests,
+        "wrk_threads": args.threads,
+        "wrk_connections": args.connections,
+        "server": "nginx (Debian), master_process off, 1 worker, access_log off, static file",
+    })
+}
+
+fn wrk_json(w: &WrkRun) -> Value {
+    json!({
+        "requests": w.requests,
+        "seconds": w.seconds,
+        "requests_per_sec": w.rps,
+        "non_2xx": w.non_2xx,
+        "socket_errors": w.socket_errors,
+        "nginx_cpu_seconds": w.nginx_cpu,
+    })
+}
+
+fn machine_json() -> Value {
+    let read = |p: &str| {
+        fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    json!({
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "unix_time": unix_ns() / 1_000_000_000,
+    })
+}
+
+fn agent_version(bin: &Path) -> String {
+    util::output_of(&bin.to_string_lossy(), &["--version"])
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn write_json(name: &str, value: &Value) -> Result<()> {
+    let dir = util::target_dir().join("bench");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(value).context("encoding figures")?;
+    fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    note(format!("wrote {}", util::display_path(&path)));
+    Ok(())
+}

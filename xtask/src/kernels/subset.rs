@@ -1,0 +1,55 @@
+//! The integration tests each guest kernel runs: the one list to edit.
+//!
+//! A guest runs on TCG, about 17 times slower than the host, so it runs the
+//! core of the suite rather than all of it: HTTP/1 spans from a Python
+//! server and from nginx (and from Python with the file-table walk forced,
+//! so kernels that select the tracepoints exercise the fallback too),
+//! keep-alive, pipelining, client spans from curl, a
+//! connection opened before the agent started (found through the socket
+//! classification strategy the kernel selected), our OTLP/JSON decoded by
+//! PyPI's opentelemetry-proto, and OTLP/gRPC export to the independent
+//! receiver. The host (6.18) runs the whole suite. Every entry is checked
+//! against the test binary's `--list` before any guest boots.
+
+/// `(test binary, test name)`: the binary is the file stem under
+/// `tests/tests/`, the name is the `#[test]` function (matched exactly).
+pub const GUEST_TESTS: &[(&str, &str)] = &[
+    ("servers", "python_threading_http_server"),
+    ("servers", "nginx"),
+    ("servers", "python_with_fd_table_classifier"),
+    ("pairing", "keep_alive_100_requests_python"),
+    ("pairing", "pipelined_10_requests_python"),
+    ("clients", "curl_client_spans"),
+    ("attach", "connection_opened_before_the_agent"),
+    (
+        "otlp_json",
+        "otlp_json_decodes_with_pypi_opentelemetry_proto",
+    ),
+    ("otlp_export", "otlp_grpc_export_decodes_with_pypi_receiver"),
+];
+
+/// The subset narrowed by `filters` (substrings of `binary::name`; none
+/// keeps everything), like libtest's name filters.
+pub fn selected(filters: &[String]) -> Vec<(&'static str, &'static str)> {
+    GUEST_TESTS
+        .iter()
+        .filter(|(bin, name)| {
+            let full = format!("{bin}::{name}");
+            filters.is_empty() || filters.iter().any(|f| full.contains(f.as_str()))
+        })
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_narrow_the_subset() {
+        assert_eq!(selected(&[]).len(), GUEST_TESTS.len());
+        let only = selected(&["servers::nginx".to_string()]);
+        assert_eq!(only, [("servers", "nginx")]);
+        assert!(selected(&["no-such-test".to_string()]).is_empty());
+    }
+}
