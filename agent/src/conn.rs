@@ -106,7 +106,7 @@ impl ConnTable {
                 self.selected.remove(&h.tgid);
                 self.linker.process_exit(h.tgid);
             }
-            EventKind::RequestIntent => self.on_intent(h),
+            EventKind::RequestIntent => self.on_intent(ev, out),
             EventKind::ProcessExec => {
                 self.procs
                     .exec(h.tgid, ev.exec_filename.unwrap_or_default());
@@ -115,12 +115,57 @@ impl ConnTable {
         }
     }
 
-    /// A thread is about to send a request on a known connection: decide
-    /// its identity now (see `EventKind::RequestIntent`).
-    fn on_intent(&mut self, h: &EventHeader) {
+    /// The connection for this event's (tgid, fd), created if the process
+    /// is selected; a different `struct sock` on the fd ends the old one.
+    /// False when the process is not traced.
+    fn ensure_conn(&mut self, h: &EventHeader, out: &mut Vec<Span>) -> bool {
+        let key = (h.tgid, h.fd);
+        if let Some(c) = self.conns.get(&key)
+            && h.sk != 0
+            && c.sk != 0
+            && c.sk != h.sk
+        {
+            self.close_conn(key, h.ts_enter_ns, out);
+        }
+        if self.conns.contains_key(&key) {
+            return true;
+        }
+        let Some(process) = self.process_selected(h.tgid) else {
+            return false;
+        };
+        if self.conns.len() >= self.max_conns {
+            self.evict();
+        }
+        add(&self.stats.conns_opened, 1);
+        let c = Conn {
+            sk: h.sk,
+            ends: Endpoints::default(),
+            http: Http1Conn::new(self.limits),
+            last_ts: h.ts_exit_ns,
+            process,
+            ctxs: HashMap::new(),
+            intent: None,
+        };
+        self.conns.insert(key, c);
+        true
+    }
+
+    /// A thread is about to send a request: decide its identity now, and
+    /// offer it to a same-node server (see `EventKind::RequestIntent`).
+    fn on_intent(&mut self, ev: &Event<'_>, out: &mut Vec<Span>) {
+        let h = &ev.hdr;
+        if !self.ensure_conn(h, out) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(&(h.tgid, h.fd)) else {
             return;
         };
+        if let Some(t) = ev.intent_tuple.filter(|t| t.family != 0) {
+            c.ends = Endpoints {
+                local: t.local(),
+                remote: t.remote(),
+            };
+        }
         if c.sk != h.sk || c.http.role() == Some(Role::Server) || c.http.is_opaque() {
             return;
         }
@@ -149,32 +194,8 @@ impl ConnTable {
 
     fn on_data(&mut self, h: &EventHeader, d: &DataPart<'_>, out: &mut Vec<Span>) {
         let key = (h.tgid, h.fd);
-        if let Some(c) = self.conns.get(&key)
-            && h.sk != 0
-            && c.sk != 0
-            && c.sk != h.sk
-        {
-            self.close_conn(key, h.ts_enter_ns, out);
-        }
-        if !self.conns.contains_key(&key) {
-            let Some(process) = self.process_selected(h.tgid) else {
-                return;
-            };
-            if self.conns.len() >= self.max_conns {
-                self.evict();
-            }
-            add(&self.stats.conns_opened, 1);
-            let http = Http1Conn::new(self.limits);
-            let c = Conn {
-                sk: h.sk,
-                ends: Endpoints::default(),
-                http,
-                last_ts: h.ts_exit_ns,
-                process,
-                ctxs: HashMap::new(),
-                intent: None,
-            };
-            self.conns.insert(key, c);
+        if !self.ensure_conn(h, out) {
+            return;
         }
         let Some(c) = self.conns.get_mut(&key) else {
             return;

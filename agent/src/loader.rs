@@ -360,10 +360,11 @@ pub fn detach_all(mut ebpf: Ebpf) {
             let Ok(tp) = <&mut TracePoint>::try_from(prog) else {
                 continue;
             };
-            scope.spawn(move || {
-                if let Err(e) = tp.unload() {
-                    warn!("detaching {name}: {e}");
-                }
+            scope.spawn(move || match tp.unload() {
+                // Programs this kernel's strategy never loaded (e.g. the
+                // sock_*_length ones under the file-table walk).
+                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
+                Err(e) => warn!("detaching {name}: {e}"),
             });
         }
     });

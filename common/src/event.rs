@@ -157,6 +157,15 @@ pub struct DataEvent {
 /// Bytes of a data event before its payload.
 pub const DATA_PREFIX: usize = core::mem::size_of::<EventHeader>() + core::mem::size_of::<Tuple>();
 
+/// A [`EventKind::RequestIntent`] event: the header (with `sk`) and the
+/// connection's 4-tuple, so that the agent can offer the request to a
+/// same-node server even on a connection it has not seen yet.
+#[repr(C)]
+pub struct IntentEvent {
+    pub hdr: EventHeader,
+    pub tuple: Tuple,
+}
+
 /// Bytes of an exec'd file name kept (longer names are cut).
 pub const EXEC_FILENAME: usize = 256;
 

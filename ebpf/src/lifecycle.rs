@@ -132,6 +132,12 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
     }
     let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
     if ret == 0 || ret == -EINPROGRESS {
+        // Known TCP from now on, socket not yet resolved (0): the first
+        // request written on it resolves it for a RequestIntent.
+        let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
+        if SOCKET_FDS.insert(key, 0u64, 0).is_err() {
+            bump(Counter::SocketFdsFull);
+        }
         emit_control(EventKind::Connect, tgid, tid, inf.fd, ret);
     }
     0

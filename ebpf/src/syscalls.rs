@@ -14,13 +14,12 @@ use aya_ebpf::{
 };
 use wirespan_common::{
     config::{Classifier, MAX_CAPTURE},
-    event::{Counter, DATA_PREFIX, Direction, EventKind, Syscall},
+    event::{Counter, DATA_PREFIX, Direction, EventHeader, EventKind, IntentEvent, Syscall, Tuple},
 };
 
 use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
-    lifecycle::emit_header,
     maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch},
     sock::read_tuple,
 };
@@ -69,20 +68,59 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
     }
 }
 
-/// A send on a socket already known to be TCP, whose bytes start an HTTP
-/// request: tell the agent now, at entry. See `EventKind::RequestIntent`.
+/// A send on a socket known to be TCP (it moved TCP bytes before, or was
+/// connect()ed), whose bytes start an HTTP request: tell the agent now, at
+/// entry, with the 4-tuple. See `EventKind::RequestIntent`.
 #[inline(always)]
 fn request_intent(id: u64, inf: &Inflight, syscall: Syscall) {
     let tgid = (id >> 32) as u32;
     let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
     // SAFETY: plain u64 value.
-    let sk = match unsafe { SOCKET_FDS.get(key) } {
-        Some(&sk) if sk != 0 => sk,
-        _ => return,
+    let Some(&known) = (unsafe { SOCKET_FDS.get(key) }) else {
+        return;
     };
-    if http_start(syscall, inf) == Some(true) {
-        emit_header(EventKind::RequestIntent, tgid, id as u32, inf.fd, 0, sk);
+    if http_start(syscall, inf) != Some(true) {
+        return;
     }
+    let cfg = crate::config::get();
+    // A connect()ed socket's first request: resolve its sock now.
+    let sk = if known != 0 {
+        known
+    } else {
+        tcp_sock_of_fd(&cfg, inf.fd)
+    };
+    if sk == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<IntentEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reserved ring-buffer memory of IntentEvent size; every field
+    // is written before submit.
+    unsafe {
+        (*ev).hdr = EventHeader {
+            kind: EventKind::RequestIntent as u8,
+            direction: Direction::Egress as u8,
+            syscall: inf.syscall,
+            _pad0: 0,
+            tgid,
+            tid: id as u32,
+            fd: inf.fd,
+            ts_enter_ns: now,
+            ts_exit_ns: now,
+            sk,
+            ret: 0,
+            captured: 0,
+            _pad1: 0,
+        };
+        (*ev).tuple = Tuple::default();
+        read_tuple(sk, &cfg.sock, &mut (*ev).tuple);
+    }
+    entry.submit(0);
+    bump(Counter::ControlEvents);
 }
 
 #[inline(always)]

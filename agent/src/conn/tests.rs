@@ -58,6 +58,7 @@ fn data(t: &mut ConnTable, fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u
             payload: bytes,
         }),
         exec_filename: None,
+        intent_tuple: None,
     };
     let mut out = Vec::new();
     t.on_event(&ev, &mut out);
@@ -81,6 +82,7 @@ fn control(t: &mut ConnTable, kind: EventKind, fd: i32, ts: u64) -> Vec<Span> {
             hdr,
             data: None,
             exec_filename: None,
+            intent_tuple: None,
         },
         &mut out,
     );
@@ -388,6 +390,7 @@ mod linking_support {
                 hdr,
                 data,
                 exec_filename: None,
+                intent_tuple: None,
             },
             &mut out,
         );
@@ -664,7 +667,7 @@ mod event_loop {
 }
 
 mod intent_race {
-    use super::linking_support::*;
+    use super::linking_support::{OK, ev as ev_at, send};
     use super::*;
 
     fn intent(t: &mut ConnTable, tgid: u32, tid: u32, fd: i32, ts: u64) {
@@ -685,6 +688,7 @@ mod intent_race {
                 hdr,
                 data: None,
                 exec_filename: None,
+                intent_tuple: None,
             },
             &mut out,
         );
@@ -697,8 +701,8 @@ mod intent_race {
     #[test]
     fn server_read_before_client_write_event_still_links() {
         let mut t = table(Selector::default());
-        let cli = |dir, ts, bytes| ev(1, 1, 6, 50000, 9000, dir, ts, bytes);
-        let srv = |dir, ts, bytes| ev(2, 2, 4, 9000, 50000, dir, ts, bytes);
+        let cli = |dir, ts, bytes| ev_at(1, 1, 6, 50000, 9000, dir, ts, bytes);
+        let srv = |dir, ts, bytes| ev_at(2, 2, 4, 9000, 50000, dir, ts, bytes);
         // A first exchange makes the connection known on both sides.
         send(
             &mut t,
@@ -726,10 +730,56 @@ mod intent_race {
         assert_eq!(server[0].trace_id, client[0].trace_id);
     }
 
+    /// A brand-new connection (urllib opens one per request): the intent
+    /// carries the 4-tuple, so the agent can register the request before
+    /// it has seen any data on the connection.
+    #[test]
+    fn first_request_on_a_new_connection_links_too() {
+        let mut t = table(Selector::default());
+        let mut tuple = Tuple {
+            family: AF_INET,
+            sport: 50000,
+            dport: 9000,
+            ..Default::default()
+        };
+        tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let hdr = EventHeader {
+            kind: EventKind::RequestIntent as u8,
+            tgid: 1,
+            tid: 1,
+            fd: 6,
+            sk: 106,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let ev = Event {
+            kind: EventKind::RequestIntent,
+            hdr,
+            data: None,
+            exec_filename: None,
+            intent_tuple: Some(tuple),
+        };
+        t.on_event(&ev, &mut out);
+        let cli = |dir, ts, bytes| ev_at(1, 1, 6, 50000, 9000, dir, ts, bytes);
+        let srv = |dir, ts, bytes| ev_at(2, 2, 4, 9000, 50000, dir, ts, bytes);
+        send(
+            &mut t,
+            srv(Direction::Ingress, 12, b"GET /new HTTP/1.1\r\n\r\n"),
+        );
+        send(
+            &mut t,
+            cli(Direction::Egress, 11, b"GET /new HTTP/1.1\r\n\r\n"),
+        );
+        let server = send(&mut t, srv(Direction::Egress, 13, OK));
+        let client = send(&mut t, cli(Direction::Ingress, 14, OK));
+        assert_eq!(server[0].parent_span_id, Some(client[0].span_id));
+    }
+
     #[test]
     fn an_instrumented_request_overrides_its_intent() {
         let mut t = table(Selector::default());
-        let cli = |dir, ts, bytes| ev(1, 1, 6, 50000, 9000, dir, ts, bytes);
+        let cli = |dir, ts, bytes| ev_at(1, 1, 6, 50000, 9000, dir, ts, bytes);
         send(
             &mut t,
             cli(Direction::Egress, 1, b"GET /one HTTP/1.1\r\n\r\n"),

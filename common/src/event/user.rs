@@ -16,6 +16,8 @@ pub struct Event<'a> {
     pub data: Option<DataPart<'a>>,
     /// Exec events only: the file name exec'd (without its NUL).
     pub exec_filename: Option<&'a [u8]>,
+    /// Request-intent events only: the connection's 4-tuple.
+    pub intent_tuple: Option<Tuple>,
 }
 
 #[derive(Debug)]
@@ -104,11 +106,17 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     } else {
         None
     };
+    let intent_tuple = if kind == EventKind::RequestIntent {
+        Some(read::<Tuple>(buf, size_of::<EventHeader>())?)
+    } else {
+        None
+    };
     Ok(Event {
         kind,
         hdr,
         data,
         exec_filename,
+        intent_tuple,
     })
 }
 

@@ -26,6 +26,12 @@ pub const GUEST_TESTS: &[(&str, &str)] = &[
         "otlp_json_decodes_with_pypi_opentelemetry_proto",
     ),
     ("otlp_export", "otlp_grpc_export_decodes_with_pypi_receiver"),
+    // Linking across runtimes; on kernels before 6.2 the RequestIntent of a
+    // new connection resolves its socket with the file-table walk.
+    (
+        "trace_chain",
+        "curl_python_java_nginx_one_trace_per_request",
+    ),
 ];
 
 /// The subset narrowed by `filters` (substrings of `binary::name`; none
