@@ -4,8 +4,11 @@ use std::sync::{Arc, mpsc::SyncSender};
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
-use tokio::{io::unix::AsyncFd, sync::watch};
-use wirespan_common::event::user::decode;
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
+use wirespan_common::event::{EventKind, user::decode};
 
 use crate::{
     conn::ConnTable,
@@ -19,6 +22,7 @@ pub async fn run(
     mut table: ConnTable,
     spans: SyncSender<Span>,
     stats: Arc<Stats>,
+    execs: mpsc::Sender<u32>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // SAFETY: the RingBuf owns its map fd, keeps it open and never swaps it
@@ -33,7 +37,7 @@ pub async fn run(
                 let mut guard = guard?;
                 // Drain everything before clearing readiness: epoll on a
                 // ring buffer is edge-like, and a partial drain would stall.
-                drain(guard.get_inner_mut(), &mut table, &mut out, &spans, &stats, &mut decode_warned);
+                drain(guard.get_inner_mut(), &mut table, &mut out, &spans, &execs, &stats, &mut decode_warned);
                 guard.clear_ready();
             }
             _ = stop.changed() => break,
@@ -44,6 +48,7 @@ pub async fn run(
         &mut table,
         &mut out,
         &spans,
+        &execs,
         &stats,
         &mut decode_warned,
     );
@@ -56,13 +61,20 @@ fn drain(
     table: &mut ConnTable,
     out: &mut Vec<Span>,
     spans: &SyncSender<Span>,
+    execs: &mpsc::Sender<u32>,
     stats: &Stats,
     decode_warned: &mut bool,
 ) {
     while let Some(item) = ring.next() {
         add(&stats.events, 1);
         match decode(&item) {
-            Ok(ev) => table.on_event(&ev, out),
+            Ok(ev) => {
+                // New programs may bring their own OpenSSL (see `tls`).
+                if ev.kind == EventKind::ProcessExec && execs.try_send(ev.hdr.tgid).is_err() {
+                    add(&stats.exec_scans_dropped, 1);
+                }
+                table.on_event(&ev, out)
+            }
             Err(e) => {
                 add(&stats.decode_errors, 1);
                 if !*decode_warned {

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use wirespan_common::event::{
-    Direction, EventHeader, EventKind,
+    Direction, EventHeader, EventKind, FLAG_TLS,
     user::{DataPart, Event},
 };
 
@@ -38,6 +38,9 @@ struct Conn {
     /// Identity decided for the next client request at the kernel's
     /// RequestIntent, with the writing thread.
     intent: Option<(ReqCtx, u32)>,
+    /// Plaintext arrives from the TLS library: the socket's own bytes are
+    /// ciphertext and are ignored.
+    tls: bool,
 }
 
 pub struct ConnTable {
@@ -145,6 +148,7 @@ impl ConnTable {
             process,
             ctxs: HashMap::new(),
             intent: None,
+            tls: false,
         };
         self.conns.insert(key, c);
         true
@@ -206,6 +210,16 @@ impl ConnTable {
                 local: d.tuple.local(),
                 remote: d.tuple.remote(),
             };
+        }
+        let tls_bytes = h.flags & FLAG_TLS != 0;
+        if tls_bytes && !c.tls {
+            // From now on the socket's bytes are ciphertext. Whatever the
+            // parser saw of them (a handshake) was not HTTP.
+            c.tls = true;
+            c.http = Http1Conn::new(self.limits);
+            add(&self.stats.tls_connections, 1);
+        } else if c.tls && !tls_bytes {
+            return;
         }
         if c.http.is_opaque() {
             return;
@@ -359,6 +373,7 @@ fn emit(
                 &ex,
                 &ctx,
                 c.ends,
+                c.tls,
                 c.process.clone(),
                 clock,
             ));

@@ -22,3 +22,4 @@ pub mod run;
 pub mod select;
 pub mod span;
 pub mod stats;
+pub mod tls;

@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Program, TracePoint},
+};
 use log::{info, warn};
 use wirespan_common::config::{Classifier, FdTableOffsets, KernelConfig};
 
@@ -357,14 +360,18 @@ fn attach(ebpf: &mut Ebpf, h: &Hook) -> anyhow::Result<()> {
 pub fn detach_all(mut ebpf: Ebpf) {
     std::thread::scope(|scope| {
         for (name, prog) in ebpf.programs_mut() {
-            let Ok(tp) = <&mut TracePoint>::try_from(prog) else {
-                continue;
-            };
-            scope.spawn(move || match tp.unload() {
-                // Programs this kernel's strategy never loaded (e.g. the
-                // sock_*_length ones under the file-table walk).
-                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
-                Err(e) => warn!("detaching {name}: {e}"),
+            scope.spawn(move || {
+                let done = match prog {
+                    Program::TracePoint(p) => p.unload(),
+                    Program::UProbe(p) => p.unload(),
+                    _ => Ok(()),
+                };
+                match done {
+                    // Programs this kernel's strategy never loaded (e.g. the
+                    // sock_*_length ones under the file-table walk).
+                    Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
+                    Err(e) => warn!("detaching {name}: {e}"),
+                }
             });
         }
     });

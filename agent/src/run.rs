@@ -31,6 +31,7 @@ use crate::{
     process,
     select::Selector,
     stats::Stats,
+    tls::TlsAttacher,
 };
 
 /// Spans waiting for the printer at most; beyond it they are dropped and
@@ -202,6 +203,9 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     };
     let mut ebpf = loader::load(&kcfg)?;
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
+    let mut tls = TlsAttacher::default();
+    tls.load(&mut ebpf);
+    tls.scan_all(&mut ebpf);
 
     let stats = Arc::new(Stats::default());
     let selector = Selector {
@@ -221,7 +225,16 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         .context("starting the span outputs")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let capture = tokio::spawn(capture::run(ring, table, tx, stats.clone(), stop_rx));
+    let (exec_tx, exec_rx) = tokio::sync::mpsc::channel(EXEC_QUEUE);
+    let attacher = tokio::spawn(tls_attacher(ebpf, tls, exec_rx, stop_rx.clone()));
+    let capture = tokio::spawn(capture::run(
+        ring,
+        table,
+        tx,
+        stats.clone(),
+        exec_tx,
+        stop_rx,
+    ));
     eprintln!("wirespan: ready (tracing {})", describe_scope(&cli));
 
     wait_for_signal().await?;
@@ -233,7 +246,10 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     // Capture is over: read the kernel's counters, then detach. Detaching
     // takes about 2 s on 6.18 (an RCU wait per tracepoint link), so it runs
     // while the outputs flush instead of after them.
-    let kernel = kernel_counters(&ebpf);
+    let (ebpf, tls) = attacher.await.context("TLS attacher panicked")?;
+    let mut kernel = kernel_counters(&ebpf);
+    kernel.push(("tls_files_probed", tls.files_attached));
+    kernel.push(("tls_unsupported_executables", tls.unsupported_executables));
     let detach = tokio::task::spawn_blocking(move || loader::detach_all(ebpf));
     // The capture task dropped the span sender: the outputs drain and end,
     // exporting what they can by the deadline and counting the rest. A
@@ -250,6 +266,41 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     }
     print_counters(&stats, &kernel);
     Ok(())
+}
+
+/// Exec'd processes waiting to be inspected for OpenSSL at most.
+const EXEC_QUEUE: usize = 1024;
+
+/// Owns the eBPF object while capture runs, attaching TLS uprobes to the
+/// OpenSSL of processes as they start. A process maps its libssl only after
+/// exec, once its dynamic loader ran, so each is looked at again shortly
+/// after. Returns the object at stop, for the counters and the detach.
+async fn tls_attacher(
+    mut ebpf: aya::Ebpf,
+    mut tls: TlsAttacher,
+    mut execs: tokio::sync::mpsc::Receiver<u32>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (aya::Ebpf, TlsAttacher) {
+    let (later_tx, mut later) = tokio::sync::mpsc::channel::<u32>(EXEC_QUEUE);
+    loop {
+        tokio::select! {
+            Some(pid) = execs.recv() => {
+                tls.scan_process(&mut ebpf, pid);
+                let tx = later_tx.clone();
+                tokio::spawn(async move {
+                    for delay_ms in [50, 500] {
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        if tx.send(pid).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Some(pid) = later.recv() => tls.scan_process(&mut ebpf, pid),
+            _ = stop.changed() => break,
+        }
+    }
+    (ebpf, tls)
 }
 
 fn describe_scope(cli: &Cli) -> String {

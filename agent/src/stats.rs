@@ -32,6 +32,8 @@ counters! {
     export_retries: "OTLP export attempts that were retries",
     spans_retried: "spans sent again by those retries",
     conns_opened: "connections tracked",
+    tls_connections: "connections whose plaintext came from the TLS library",
+    exec_scans_dropped: "new processes not inspected for OpenSSL (queue full)",
     conns_evicted: "connections evicted because the table was full",
     requests_lost_evicted: "in-flight requests lost with evicted connections",
     requests_lost_shutdown: "in-flight requests still open at shutdown",

@@ -81,15 +81,24 @@ pub enum Syscall {
     Recvmsg = 7,
     /// sendfile(): bytes move from a file to the socket, none are captured.
     Sendfile = 8,
+    /// OpenSSL SSL_read/SSL_read_ex returned plaintext (a uretprobe).
+    SslRead = 9,
+    /// OpenSSL SSL_write/SSL_write_ex took plaintext (a uretprobe).
+    SslWrite = 10,
 }
 
 impl Syscall {
     pub const fn direction(self) -> Direction {
         match self {
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg => Direction::Ingress,
-            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendfile => {
-                Direction::Egress
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::SslRead => {
+                Direction::Ingress
             }
+            Self::Write
+            | Self::Writev
+            | Self::Sendto
+            | Self::Sendmsg
+            | Self::Sendfile
+            | Self::SslWrite => Direction::Egress,
         }
     }
 }
@@ -104,7 +113,8 @@ pub struct EventHeader {
     pub direction: u8,
     /// [`Syscall`] for data events.
     pub syscall: u8,
-    pub _pad0: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
     pub tgid: u32,
     pub tid: u32,
     /// The fd the syscall acted on (the new fd for accept).
@@ -122,6 +132,10 @@ pub struct EventHeader {
     pub captured: u32,
     pub _pad1: u32,
 }
+
+/// The payload is TLS plaintext, read at the TLS library (the socket
+/// carries ciphertext, which the agent must ignore).
+pub const FLAG_TLS: u8 = 1;
 
 /// Address family values as the kernel reports them.
 pub const AF_INET: u16 = 2;

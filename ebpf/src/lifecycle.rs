@@ -38,7 +38,7 @@ pub fn emit_header(kind: EventKind, tgid: u32, tid: u32, fd: i32, ret: i64, sk: 
         kind: kind as u8,
         direction: 0,
         syscall: 0,
-        _pad0: 0,
+        flags: 0,
         tgid,
         tid,
         fd,

@@ -15,6 +15,7 @@ mod maps;
 mod process;
 mod sock;
 mod syscalls;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

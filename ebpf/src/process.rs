@@ -49,7 +49,7 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
             kind: EventKind::ProcessExec as u8,
             direction: 0,
             syscall: 0,
-            _pad0: 0,
+            flags: 0,
             tgid,
             tid,
             fd: -1,

@@ -14,7 +14,10 @@ use aya_ebpf::{
 };
 use wirespan_common::{
     config::{Classifier, MAX_CAPTURE},
-    event::{Counter, DATA_PREFIX, Direction, EventHeader, EventKind, IntentEvent, Syscall, Tuple},
+    event::{
+        Counter, DATA_PREFIX, Direction, EventHeader, EventKind, FLAG_TLS, IntentEvent, Syscall,
+        Tuple,
+    },
 };
 
 use crate::{
@@ -89,9 +92,16 @@ fn request_intent(id: u64, inf: &Inflight, syscall: Syscall) {
     } else {
         tcp_sock_of_fd(&cfg, inf.fd)
     };
+    emit_intent(id, inf.fd, sk, inf.syscall);
+}
+
+/// Sends a RequestIntent for the socket `sk` behind `fd`, with its 4-tuple.
+#[inline(always)]
+pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
     if sk == 0 {
         return;
     }
+    let cfg = crate::config::get();
     let Some(mut entry) = EVENTS.reserve::<IntentEvent>(0) else {
         bump(Counter::RingbufFull);
         return;
@@ -104,11 +114,11 @@ fn request_intent(id: u64, inf: &Inflight, syscall: Syscall) {
         (*ev).hdr = EventHeader {
             kind: EventKind::RequestIntent as u8,
             direction: Direction::Egress as u8,
-            syscall: inf.syscall,
-            _pad0: 0,
-            tgid,
+            syscall,
+            flags: 0,
+            tgid: (id >> 32) as u32,
             tid: id as u32,
-            fd: inf.fd,
+            fd,
             ts_enter_ns: now,
             ts_exit_ns: now,
             sk,
@@ -150,11 +160,20 @@ fn on_exit(ctx: &TracePointContext) {
             return;
         }
     }
+    // Ciphertext moved inside SSL_read/SSL_write on this thread: remember
+    // the socket for the TLS call, and send nothing (the plaintext goes at
+    // the call's return).
+    if crate::tls::inside_tls_call(id, &inf) {
+        return;
+    }
+    if inf.syscall == Syscall::Read as u8 || inf.syscall == Syscall::Recvfrom as u8 {
+        crate::tls::note_socket_read(id, &inf);
+    }
     emit_data(&inf, id, ret);
 }
 
 #[inline(always)]
-fn emit_data(inf: &Inflight, id: u64, ret: i64) {
+pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -169,7 +188,10 @@ fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     s.ev.hdr.kind = EventKind::Data as u8;
     s.ev.hdr.direction = syscall.direction() as u8;
     s.ev.hdr.syscall = inf.syscall;
-    s.ev.hdr._pad0 = 0;
+    s.ev.hdr.flags = match syscall {
+        Syscall::SslRead | Syscall::SslWrite => FLAG_TLS,
+        _ => 0,
+    };
     s.ev.hdr.tgid = tgid;
     s.ev.hdr.tid = id as u32;
     s.ev.hdr.fd = inf.fd;
@@ -203,9 +225,12 @@ fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     }
     let want = if (ret as u64) < cap { ret as u64 } else { cap } as usize;
     let got = match syscall {
-        Syscall::Read | Syscall::Write | Syscall::Sendto | Syscall::Recvfrom => {
-            copy_at(s, 0, inf.buf, want)
-        }
+        Syscall::Read
+        | Syscall::Write
+        | Syscall::Sendto
+        | Syscall::Recvfrom
+        | Syscall::SslRead
+        | Syscall::SslWrite => copy_at(s, 0, inf.buf, want),
         Syscall::Readv | Syscall::Writev => copy_iov(s, inf.buf, inf.iovcnt, want),
         Syscall::Sendmsg | Syscall::Recvmsg => copy_msghdr(s, inf.buf, want),
         Syscall::Sendfile => 0,
@@ -298,7 +323,12 @@ fn copy_msghdr(s: &mut Scratch, msg: u64, want: usize) -> usize {
 fn first_buffer(syscall: Syscall, inf: &Inflight) -> u64 {
     let first_iov_base = |iov: u64| unsafe { bpf_probe_read_user(iov as *const u64) }.unwrap_or(0);
     match syscall {
-        Syscall::Read | Syscall::Write | Syscall::Sendto | Syscall::Recvfrom => inf.buf,
+        Syscall::Read
+        | Syscall::Write
+        | Syscall::Sendto
+        | Syscall::Recvfrom
+        | Syscall::SslRead
+        | Syscall::SslWrite => inf.buf,
         Syscall::Readv | Syscall::Writev if inf.iovcnt > 0 => first_iov_base(inf.buf),
         Syscall::Sendmsg | Syscall::Recvmsg => {
             let iov = unsafe { bpf_probe_read_user((inf.buf as *const u64).wrapping_add(2)) }
@@ -313,7 +343,7 @@ fn first_buffer(syscall: Syscall, inf: &Inflight) -> u64 {
 /// request (a method), `Some(false)` for a response (`HTTP`). Only a hint:
 /// the agent's parser decides what is HTTP.
 #[inline(always)]
-fn http_start(syscall: Syscall, inf: &Inflight) -> Option<bool> {
+pub fn http_start(syscall: Syscall, inf: &Inflight) -> Option<bool> {
     let p = first_buffer(syscall, inf);
     if p == 0 {
         return None;
@@ -340,6 +370,8 @@ fn syscall_from(v: u8) -> Result<Syscall, ()> {
         6 => Syscall::Sendmsg,
         7 => Syscall::Recvmsg,
         8 => Syscall::Sendfile,
+        9 => Syscall::SslRead,
+        10 => Syscall::SslWrite,
         _ => return Err(()),
     })
 }

@@ -22,6 +22,7 @@ pub mod expect;
 pub mod otlp;
 pub mod servers;
 pub mod span;
+pub mod tls;
 
 pub use agent::{Agent, Stopped};
 pub use span::{Span, SpanKind};

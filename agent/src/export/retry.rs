@@ -2,7 +2,11 @@
 //! delays (gRPC RetryInfo, HTTP Retry-After), a per-attempt timeout, a time
 //! budget per batch so the queue keeps draining, and the shutdown deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests can run these timings on paused, virtual
+// time instead of racing the wall clock.
+use tokio::time::Instant;
 
 use super::ShutdownDeadline;
 
@@ -92,10 +96,15 @@ pub async fn run(
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut first = true;
     loop {
-        let end = shutdown.get().map_or(budget_end, |d| d.min(budget_end));
+        let end = shutdown
+            .get()
+            .map_or(budget_end, |d| Instant::from_std(d).min(budget_end));
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return if shutdown.passed() {
+            let stopping = shutdown
+                .get()
+                .is_some_and(|d| Instant::now() >= Instant::from_std(d));
+            return if stopping {
                 Outcome::Shutdown
             } else {
                 Outcome::GaveUp("no time left to retry".into())

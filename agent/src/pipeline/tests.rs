@@ -100,7 +100,12 @@ fn a_partial_batch_goes_after_the_delay() {
     for _ in 0..3 {
         tx.send(span()).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(400));
+    // Wait for the batch (a condition, not a fixed sleep) while the sender
+    // is still open: only the delay can have sent it.
+    let t = Instant::now();
+    while sizes(&batches).is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     {
         let b = batches.lock().unwrap();
         assert_eq!(b.len(), 1, "one batch while the sender is still open");

@@ -50,6 +50,7 @@ pub fn span_from_exchange(
     ex: &Exchange,
     ctx: &ReqCtx,
     ends: Endpoints,
+    tls: bool,
     process: Arc<ProcessInfo>,
     clock: &BootClock,
 ) -> Span {
@@ -69,7 +70,7 @@ pub fn span_from_exchange(
         attrs.push(("http.request.method_original", s(&req.method)));
     }
     attrs.push(("url.path", s(path)));
-    attrs.push(("url.scheme", s("http")));
+    attrs.push(("url.scheme", s(if tls { "https" } else { "http" })));
     attrs.push((
         "network.protocol.version",
         s(if req.version_minor == 0 { "1.0" } else { "1.1" }),

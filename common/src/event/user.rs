@@ -72,6 +72,8 @@ fn syscall_from(v: u8) -> Option<Syscall> {
         6 => Syscall::Sendmsg,
         7 => Syscall::Recvmsg,
         8 => Syscall::Sendfile,
+        9 => Syscall::SslRead,
+        10 => Syscall::SslWrite,
         _ => return None,
     })
 }

@@ -102,7 +102,8 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
-mount -t tmpfs tmpfs $R/tmp
+# No tmpfs on /tmp: the overlay already makes it writable, and a tmpfs
+# would hide a workspace that lives under the host's /tmp.
 mount -t tmpfs tmpfs $R/run
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || say "no cgroup2"
 mount -t bpf bpf $R/sys/fs/bpf || say "no bpffs"

@@ -66,7 +66,7 @@ fn backoff_doubles_with_jitter_up_to_the_cap() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retries_until_success() {
     let (out, failures, retries, _) = script(
         policy(5000),
@@ -78,7 +78,7 @@ async fn retries_until_success() {
     assert_eq!((failures, retries), (2, 2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn honours_the_server_delay() {
     let (out, _, retries, took) = script(
         policy(5000),
@@ -91,7 +91,7 @@ async fn honours_the_server_delay() {
     assert!(took >= ms(120), "{took:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_delay_beyond_the_budget_gives_up_at_once() {
     let (out, _, retries, took) =
         script(policy(100), &no_shutdown(), vec![retry(Some(ms(5000)))]).await;
@@ -100,7 +100,7 @@ async fn server_delay_beyond_the_budget_gives_up_at_once() {
     assert!(took < ms(1000), "{took:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_budget_bounds_a_failing_batch() {
     let (out, failures, retries, took) = script(policy(150), &no_shutdown(), vec![]).await;
     assert_eq!(out, Outcome::GaveUp("503".into()));
@@ -111,7 +111,7 @@ async fn the_budget_bounds_a_failing_batch() {
     assert!(took < ms(1000), "{took:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fatal_errors_are_not_retried() {
     let (out, failures, retries, _) = script(
         policy(5000),
@@ -123,7 +123,7 @@ async fn fatal_errors_are_not_retried() {
     assert_eq!((failures, retries), (1, 0));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hanging_attempt_times_out() {
     let p = RetryPolicy {
         attempt_timeout: ms(30),
@@ -145,10 +145,10 @@ async fn a_hanging_attempt_times_out() {
     assert!(t.elapsed() < ms(1000));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_cuts_retries_short() {
     let (tx, rx) = ShutdownDeadline::channel();
-    let _ = tx.send(Some(Instant::now() + ms(60)));
+    let _ = tx.send(Some((Instant::now() + ms(60)).into_std()));
     let (out, _, _, took) = script(policy(60_000), &rx, vec![retry(Some(ms(10_000)))]).await;
     assert_eq!(out, Outcome::Shutdown);
     assert!(took >= ms(55) && took < ms(2000), "{took:?}");
