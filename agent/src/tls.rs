@@ -59,21 +59,43 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Whether `needle` occurs in the file (it is read through the page cache;
-/// only done once per distinct executable).
+/// Which of `needles` occur in the file. Streams it through a fixed buffer
+/// (executables can be hundreds of MB; the agent's memory must not follow),
+/// keeping an overlap so a needle split across reads is still found. Done
+/// once per distinct executable.
 fn file_contains(path: &Path, needles: &[&[u8]]) -> Vec<bool> {
+    use std::io::Read;
+    const CHUNK: usize = 1 << 20;
     let mut found = vec![false; needles.len()];
-    let Ok(meta) = fs::metadata(path) else {
+    let Ok(mut file) = fs::File::open(path) else {
         return found;
     };
-    if meta.len() > MAX_EXE_SCAN {
+    if file.metadata().map_or(true, |m| m.len() > MAX_EXE_SCAN) {
         return found;
     }
-    let Ok(bytes) = fs::read(path) else {
-        return found;
-    };
-    for (i, n) in needles.iter().enumerate() {
-        found[i] = memchr::memmem::find(&bytes, n).is_some();
+    let overlap = needles
+        .iter()
+        .map(|n| n.len())
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1);
+    let finders: Vec<_> = needles.iter().map(memchr::memmem::Finder::new).collect();
+    let mut buf = vec![0u8; CHUNK + overlap];
+    let mut kept = 0;
+    loop {
+        let n = match file.read(&mut buf[kept..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let filled = kept + n;
+        for (f, hit) in finders.iter().zip(found.iter_mut()) {
+            *hit = *hit || f.find(&buf[..filled]).is_some();
+        }
+        if found.iter().all(|&h| h) {
+            break;
+        }
+        kept = overlap.min(filled);
+        buf.copy_within(filled - kept..filled, 0);
     }
     found
 }
@@ -211,5 +233,28 @@ impl TlsAttacher {
             self.files_attached += 1;
             info!("TLS: {attached} OpenSSL uprobes on {}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_contains;
+
+    #[test]
+    fn finds_needles_across_chunk_boundaries() {
+        let dir = std::env::temp_dir().join(format!("wirespan-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("blob");
+        // "SSL_write\0" straddles the 1 MiB read boundary.
+        let mut data = vec![b'x'; (1 << 20) - 4];
+        data.extend_from_slice(b"SSL_write\0");
+        data.extend_from_slice(&vec![b'y'; 4096]);
+        std::fs::write(&path, &data).unwrap();
+        assert_eq!(
+            file_contains(&path, &[b"SSL_write\0", b"rustls"]),
+            [true, false]
+        );
+        assert_eq!(file_contains(&dir.join("missing"), &[b"a"]), [false]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
