@@ -211,6 +211,21 @@ impl ConnTable {
                 remote: d.tuple.remote(),
             };
         }
+        if log::log_enabled!(log::Level::Trace) {
+            let head = &d.payload[..d.payload.len().min(24)];
+            log::trace!(
+                "data tgid={} tid={} fd={} {:?} {:?} flags={} ret={} captured={} {:?}",
+                h.tgid,
+                h.tid,
+                h.fd,
+                d.direction,
+                d.syscall,
+                h.flags,
+                h.ret,
+                d.payload.len(),
+                String::from_utf8_lossy(head)
+            );
+        }
         let tls_bytes = h.flags & FLAG_TLS != 0;
         if tls_bytes && !c.tls {
             // From now on the socket's bytes are ciphertext. Whatever the

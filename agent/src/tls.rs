@@ -22,7 +22,8 @@ use aya::{
 use log::{debug, info, warn};
 
 /// (program, symbol, is return probe).
-const PROBES: [(&str, &str, bool); 8] = [
+const PROBES: [(&str, &str, bool); 9] = [
+    ("ssl_set_fd", "SSL_set_fd", false),
     ("ssl_read", "SSL_read", false),
     ("ssl_read_ret", "SSL_read", true),
     ("ssl_write", "SSL_write", false),

@@ -19,6 +19,7 @@ use wirespan_common::event::{Counter, Syscall};
 
 use crate::{
     counters::bump,
+    fdtable::tcp_sock_of_fd,
     maps::Inflight,
     syscalls::{emit_data, emit_intent, http_start},
 };
@@ -131,24 +132,53 @@ fn enter(ctx: &ProbeContext, syscall: Syscall, ex: bool) {
             _pad: [0; 2],
         };
         if http_start(syscall, &probe) == Some(true)
-            && let Some(sock) = socket_of(id, ssl)
+            && let Some(sock) = resolve_socket(id, ssl, 0, -1)
         {
             emit_intent(id, sock.fd, sock.sk, syscall as u8);
         }
     }
 }
 
-/// The socket behind an `SSL*`: learned from an earlier call, else the
-/// socket this thread read last (the handshake's reply).
+/// The socket behind an `SSL*`, in order of trust: the syscall nested in
+/// this call; SSL_set_fd (its sock resolved once through the file table);
+/// and only for an `SSL*` never given an fd (a memory-BIO stack such as
+/// node), the socket this thread read last.
 #[inline(always)]
-fn socket_of(id: u64, ssl: u64) -> Option<SockRef> {
+fn resolve_socket(id: u64, ssl: u64, nested_sk: u64, nested_fd: i32) -> Option<SockRef> {
     let key = SslKey {
         tgid: (id >> 32) as u32,
         _pad: 0,
         ssl,
     };
+    if nested_sk != 0 {
+        let learned = SockRef {
+            sk: nested_sk,
+            fd: nested_fd,
+            _pad: 0,
+        };
+        let _ = SSL_SOCKS.insert(key, learned, 0);
+        return Some(learned);
+    }
     // SAFETY: plain-old-data map values, copied out.
-    unsafe { SSL_SOCKS.get(key).or_else(|| LAST_READ.get(id)).copied() }
+    if let Some(known) = unsafe { SSL_SOCKS.get(key) }.copied() {
+        if known.sk != 0 {
+            return Some(known);
+        }
+        let sk = tcp_sock_of_fd(&crate::config::get(), known.fd);
+        if sk == 0 {
+            return None;
+        }
+        let found = SockRef {
+            sk,
+            fd: known.fd,
+            _pad: 0,
+        };
+        let _ = SSL_SOCKS.insert(key, found, 0);
+        return Some(found);
+    }
+    let guess = unsafe { LAST_READ.get(id) }.copied()?;
+    let _ = SSL_SOCKS.insert(key, guess, 0);
+    Some(guess)
 }
 
 #[inline(always)]
@@ -171,27 +201,7 @@ fn exit(ret: i64) {
     if moved <= 0 {
         return;
     }
-    let key = SslKey {
-        tgid: (id >> 32) as u32,
-        _pad: 0,
-        ssl: call.ssl,
-    };
-    let sock = if call.sk != 0 {
-        let learned = SockRef {
-            sk: call.sk,
-            fd: call.fd,
-            _pad: 0,
-        };
-        let _ = SSL_SOCKS.insert(key, learned, 0);
-        learned
-    } else if let Some(known) = unsafe { SSL_SOCKS.get(key) } {
-        *known
-    } else if let Some(last) = unsafe { LAST_READ.get(id) } {
-        // A memory-BIO stack: this SSL* belongs to the socket just read.
-        let guess = *last;
-        let _ = SSL_SOCKS.insert(key, guess, 0);
-        guess
-    } else {
+    let Some(sock) = resolve_socket(id, call.ssl, call.sk, call.fd) else {
         return;
     };
     let inf = Inflight {
@@ -207,6 +217,36 @@ fn exit(ret: i64) {
     emit_data(&inf, id, moved);
 }
 
+/// SSL_set_fd(ssl, fd): the authoritative link from an `SSL*` to its
+/// socket, for every stack that uses a socket BIO (nginx, curl, CPython).
+/// The `struct sock` is resolved at the first call that needs it.
+#[uprobe]
+pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if crate::config::ignored((id >> 32) as u32) {
+        return 0;
+    }
+    let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    let fd: i64 = ctx.arg(1).unwrap_or(-1);
+    if ssl != 0 && fd >= 0 {
+        let key = SslKey {
+            tgid: (id >> 32) as u32,
+            _pad: 0,
+            ssl,
+        };
+        let _ = SSL_SOCKS.insert(
+            key,
+            SockRef {
+                sk: 0,
+                fd: fd as i32,
+                _pad: 0,
+            },
+            0,
+        );
+    }
+    0
+}
+
 #[uprobe]
 pub fn ssl_read(ctx: ProbeContext) -> u32 {
     enter(&ctx, Syscall::SslRead, false);
@@ -215,7 +255,9 @@ pub fn ssl_read(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_read_ret(ctx: RetProbeContext) -> u32 {
-    exit(ctx.ret::<i64>());
+    // The SSL_* functions return a C int: read 32 bits and sign-extend,
+    // or -1 (WANT_READ) would look like 4 GiB moved.
+    exit(ctx.ret::<i32>() as i64);
     0
 }
 
@@ -227,7 +269,9 @@ pub fn ssl_write(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_write_ret(ctx: RetProbeContext) -> u32 {
-    exit(ctx.ret::<i64>());
+    // The SSL_* functions return a C int: read 32 bits and sign-extend,
+    // or -1 (WANT_READ) would look like 4 GiB moved.
+    exit(ctx.ret::<i32>() as i64);
     0
 }
 
@@ -239,7 +283,9 @@ pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_read_ex_ret(ctx: RetProbeContext) -> u32 {
-    exit(ctx.ret::<i64>());
+    // The SSL_* functions return a C int: read 32 bits and sign-extend,
+    // or -1 (WANT_READ) would look like 4 GiB moved.
+    exit(ctx.ret::<i32>() as i64);
     0
 }
 
@@ -251,6 +297,8 @@ pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_write_ex_ret(ctx: RetProbeContext) -> u32 {
-    exit(ctx.ret::<i64>());
+    // The SSL_* functions return a C int: read 32 bits and sign-extend,
+    // or -1 (WANT_READ) would look like 4 GiB moved.
+    exit(ctx.ret::<i32>() as i64);
     0
 }
