@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::agent::{Agent, Stopped, span_timeout};
-use crate::clients::{self, CLOCK_SLACK_NS, Window};
+use crate::clients::{self, Window, clock_slack_ns};
 use crate::expect::must_be_error;
 use crate::servers::{self, Server};
 use crate::span::{self, STATUS_ERROR, STATUS_UNSET, Span, SpanKind};
@@ -421,7 +421,7 @@ pub fn collect(agent: Agent, expected: &[ExpectedTrace]) -> Stopped {
 ///   another request's, joined it), and no span id appears twice;
 /// - method, status code, span status (ERROR for 4xx/5xx on clients, 5xx on
 ///   servers), `server.port`, the executable name when given; a child span
-///   lies inside its parent span (+/- [`CLOCK_SLACK_NS`]), and every span in
+///   lies inside its parent span (+/- [`clock_slack_ns`]), and every span in
 ///   the request's window when measured.
 ///
 /// Panics listing every problem with the spans involved; returns each
@@ -550,8 +550,8 @@ pub fn assert_traces(what: &str, spans: &[Span], expected: &[ExpectedTrace]) -> 
                                 s.parent_span_id, p.span_id, e.hops[*j].label
                             ));
                         }
-                        if s.start_ns + CLOCK_SLACK_NS < p.start_ns
-                            || s.end_ns > p.end_ns + CLOCK_SLACK_NS
+                        if s.start_ns + clock_slack_ns() < p.start_ns
+                            || s.end_ns > p.end_ns + clock_slack_ns()
                         {
                             problems.push(format!(
                                 "{who}: span [{}, {}] is not inside its parent {} [{}, {}] \
@@ -608,8 +608,12 @@ pub fn assert_traces(what: &str, spans: &[Span], expected: &[ExpectedTrace]) -> 
                 && !w.contains(s)
             {
                 problems.push(format!(
-                    "{who}: span [{}, {}] not inside the client's window [{}, {}] (+/- {CLOCK_SLACK_NS} ns)",
-                    s.start_ns, s.end_ns, w.start_ns, w.end_ns
+                    "{who}: span [{}, {}] not inside the client's window [{}, {}] (+/- {} ns)",
+                    s.start_ns,
+                    s.end_ns,
+                    w.start_ns,
+                    w.end_ns,
+                    clock_slack_ns()
                 ));
             }
         }
@@ -825,7 +829,7 @@ mod tests {
     #[test]
     fn reports_a_child_outside_its_parent() {
         let mut spans = good("/a", T1, 1);
-        spans[2].end_ns = 390 + CLOCK_SLACK_NS + 1;
+        spans[2].end_ns = 390 + clock_slack_ns() + 1;
         let msg = failure(&spans, &[expected("/a")]);
         assert!(msg.contains("is not inside its parent b SERVER"), "{msg}");
     }

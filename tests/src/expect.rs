@@ -187,7 +187,7 @@ fn check_one(problems: &mut Vec<String>, s: &Span, e: &Expected, kind: SpanKind,
             s.end_ns,
             w.start_ns,
             w.end_ns,
-            crate::clients::CLOCK_SLACK_NS,
+            crate::clients::clock_slack_ns(),
             i128::from(s.start_ns) - i128::from(w.start_ns),
             i128::from(s.end_ns) - i128::from(w.end_ns),
         ));

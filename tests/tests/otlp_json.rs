@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wirespan_tests::agent::span_timeout;
-use wirespan_tests::clients::{self, CLOCK_SLACK_NS, Window};
+use wirespan_tests::clients::{self, Window, clock_slack_ns};
 use wirespan_tests::env;
 use wirespan_tests::servers::Server;
 use wirespan_tests::{Agent, span};
@@ -235,10 +235,11 @@ fn otlp_json_decodes_with_pypi_opentelemetry_proto() {
                 if start > end {
                     problems.push(format!("{who}: start {start} > end {end}"));
                 }
-                if start + CLOCK_SLACK_NS < test_start || end > test_end + CLOCK_SLACK_NS {
+                if start + clock_slack_ns() < test_start || end > test_end + clock_slack_ns() {
                     problems.push(format!(
                         "{who}: [{start}, {end}] outside the test's window [{test_start}, \
-                         {test_end}] (+/- {CLOCK_SLACK_NS} ns)"
+                         {test_end}] (+/- {} ns)",
+                        clock_slack_ns()
                     ));
                 }
             }
@@ -296,11 +297,13 @@ fn otlp_json_decodes_with_pypi_opentelemetry_proto() {
         if let (Some(start), Some(end)) = (
             s["start_time_unix_nano"].as_u64(),
             s["end_time_unix_nano"].as_u64(),
-        ) && (start + CLOCK_SLACK_NS < w.start_ns || end > w.end_ns + CLOCK_SLACK_NS)
+        ) && (start + clock_slack_ns() < w.start_ns || end > w.end_ns + clock_slack_ns())
         {
             problems.push(format!(
-                "{who}: [{start}, {end}] outside its curl window [{}, {}] (+/- {CLOCK_SLACK_NS} ns)",
-                w.start_ns, w.end_ns
+                "{who}: [{start}, {end}] outside its curl window [{}, {}] (+/- {} ns)",
+                w.start_ns,
+                w.end_ns,
+                clock_slack_ns()
             ));
         }
     }

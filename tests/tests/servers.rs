@@ -3,7 +3,7 @@
 //! spans must come from that pid, matched to the requests by their distinct
 //! paths, each with the right method, status and span status, and each lying
 //! inside the wall-clock window the test measured around its own curl run
-//! (with `clients::CLOCK_SLACK_NS` of slack for the kernel-to-Unix clock
+//! (with `clients::clock_slack_ns()` of slack for the kernel-to-Unix clock
 //! conversion).
 //!
 //! Run as root with `--test-threads=1`.
