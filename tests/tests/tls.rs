@@ -885,3 +885,66 @@ fn curl_plain_and_tls_in_one_process() {
     tls::assert_scheme(&format!("{what}: plaintext requests"), &plain_spans, "http");
     assert_no_parse_trouble(&what, &stopped);
 }
+
+/// A TLS stack the agent cannot read (grpcio's statically linked
+/// BoringSSL) is named once per executable in the log and counted. The
+/// process imports grpc before the agent starts, so the agent's start-up
+/// scan sees it (no timing involved).
+#[test]
+fn unsupported_tls_stack_is_reported_once() {
+    if !env::require_ebpf() || !env::require_otlp_receiver() {
+        return;
+    }
+    let python = env::otlp_python();
+    // Two processes of the same executable: still one report.
+    let mut holders: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(&python)
+                .args([
+                    "-c",
+                    "import grpc, sys; print('ready', flush=True); sys.stdin.read()",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a python that imports grpc")
+        })
+        .collect();
+    for h in &mut holders {
+        use std::io::BufRead;
+        let out = h.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read ready");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the grpc-importing python did not start"
+        );
+    }
+    let pids: Vec<String> = holders.iter().map(|h| h.id().to_string()).collect();
+    let agent = Agent::start_ready(&["--pid", &pids.join(",")]);
+    let stopped: Stopped = agent.stop();
+    for h in &mut holders {
+        drop(h.stdin.take()); // EOF ends it
+        let _ = h.wait();
+    }
+    stopped.assert_clean_exit();
+    let reports: Vec<&String> = stopped
+        .stderr
+        .iter()
+        .filter(|l| l.contains("uses grpcio") && l.contains("cannot be decoded"))
+        .collect();
+    assert_eq!(
+        reports.len(),
+        1,
+        "one warning per executable, got:\n{:#?}",
+        stopped.stderr
+    );
+    let counters = stopped.counters.as_ref().expect("exit counters");
+    assert!(
+        tls::counter(counters, "tls_unsupported_executables") >= 1,
+        "{counters:?}"
+    );
+}

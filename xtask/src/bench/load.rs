@@ -17,7 +17,7 @@ use crate::util;
 pub const NGINX: &str = "/usr/sbin/nginx";
 
 /// The static file nginx serves (about the size of a small JSON answer).
-const BODY: &str = concat!(
+pub const BODY: &str = concat!(
     "{\"service\":\"wirespan-bench\",\"items\":[",
     "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,",
     "31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50],",
@@ -49,14 +49,33 @@ end
 /// What the Lua script prints when a thread has made its share.
 const THREAD_DONE: &str = "wirespan-bench: thread done";
 
+/// A certificate and its key, for nginx to listen with TLS.
+pub struct Tls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
 /// Starts nginx (one process: `master_process off; daemon off;`, access
-/// log off) on `port`, serving [`BODY`] as `/bench.json`. Returns its pid.
-pub fn start_nginx(guard: &mut Guard, port: u16) -> Result<u32> {
+/// log off) on `port`, serving [`BODY`] as `/bench.json`, over TLS when
+/// `tls` is given. Returns its pid.
+pub fn start_nginx(guard: &mut Guard, port: u16, tls: Option<&Tls>) -> Result<u32> {
     let d = guard.dir.display().to_string();
     let root = guard.path("www");
     fs::create_dir_all(&root).context("creating the nginx root")?;
     fs::write(root.join("bench.json"), BODY).context("writing bench.json")?;
     fs::create_dir_all(guard.path("nginx-tmp")).context("creating nginx temp dir")?;
+    let (listen, keepalive_requests) = match tls {
+        None => (format!("listen 127.0.0.1:{port};"), 10_000_000),
+        Some(t) => (
+            format!(
+                "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        \
+                 ssl_certificate_key {};",
+                t.cert.display(),
+                t.key.display()
+            ),
+            100_000,
+        ),
+    };
     let conf = format!(
         r#"# wirespan bench: one process, everything under {d}
 daemon off;
@@ -72,12 +91,12 @@ http {{
     fastcgi_temp_path {d}/nginx-tmp/fastcgi;
     uwsgi_temp_path {d}/nginx-tmp/uwsgi;
     scgi_temp_path {d}/nginx-tmp/scgi;
-    keepalive_requests 10000000;
+    keepalive_requests {keepalive_requests};
     keepalive_timeout 300s;
     types {{ application/json json; }}
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         root {d}/www;
     }}
 }}
@@ -220,7 +239,7 @@ impl Drop for KillOnDrop {
 }
 
 /// `1.50s`, `500.00ms`, `1.20m`, `10us` -> seconds.
-fn parse_duration(s: &str) -> Option<f64> {
+pub fn parse_duration(s: &str) -> Option<f64> {
     let (num, mult) = if let Some(n) = s.strip_suffix("us") {
         (n, 1e-6)
     } else if let Some(n) = s.strip_suffix("ms") {
@@ -237,7 +256,7 @@ fn parse_duration(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * mult)
 }
 
-fn parse_wrk(out: &str) -> Result<WrkRun> {
+pub fn parse_wrk(out: &str) -> Result<WrkRun> {
     let mut requests = None;
     let mut seconds = None;
     let mut rps = None;

@@ -10,13 +10,18 @@
 //!   seconds and peak RSS, its drop counters, and the request rate against
 //!   the baseline;
 //! - `print-off`: the agent traces nginx with `--print off` and no
-//!   endpoint: capture, parsing and span assembly without any output.
+//!   endpoint: capture, parsing and span assembly without any output;
+//! - `https` (see [`https`]): nginx over TLS (self-signed certificate made
+//!   at run time), wrk for a fixed time per run, runs alternating without
+//!   and with the agent (`--print off`): requests/s, latency, the agent's
+//!   cost and its spans per request.
 //!
-//! The baseline always runs first. Figures go to a table on stdout and to
+//! The baseline always runs first (`https` has its own, alternating). Figures go to a table on stdout and to
 //! `target/bench/<scenario>.json`. Everything the bench starts is stopped by
 //! pid when it ends, also on error or Ctrl-C; the whole run is bounded by
 //! `--max-seconds`.
 
+mod https;
 mod load;
 mod procs;
 mod receiver;
@@ -62,7 +67,9 @@ pub enum Scenario {
     Otlp100k,
     /// the agent traces with `--print off` and no exporter: capture cost
     PrintOff,
-    /// baseline, otlp-100k, print-off
+    /// nginx over HTTPS, runs alternating without and with the agent (print off)
+    Https,
+    /// baseline, otlp-100k, print-off, https
     All,
 }
 
@@ -72,6 +79,7 @@ impl Scenario {
             Self::Baseline => "baseline",
             Self::Otlp100k => "otlp-100k",
             Self::PrintOff => "print-off",
+            Self::Https => "https",
             Self::All => "all",
         }
     }
@@ -102,6 +110,12 @@ pub struct BenchArgs {
     /// to the end-to-end time of a 100k run; 200 keeps that tail small.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub schedule_delay_ms: u64,
+    /// https: runs without and with the agent each (alternating).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub https_runs: u32,
+    /// https: length of each wrk run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub https_seconds: u64,
     /// Upper bound of the whole bench, in seconds.
     #[arg(long, default_value_t = 300)]
     pub max_seconds: u64,
@@ -117,12 +131,18 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.requests == 0 || args.threads == 0 || args.connections < args.threads {
         bail!("--requests must be > 0, --threads > 0 and --connections >= --threads");
     }
+    if args.https_runs == 0 || args.https_seconds == 0 {
+        bail!("--https-runs and --https-seconds must be > 0");
+    }
+    // Plain-HTTP scenarios (after their baseline), and whether https runs.
     let scenarios: Vec<Scenario> = match args.scenario {
         Scenario::All => vec![Scenario::Otlp100k, Scenario::PrintOff],
-        Scenario::Baseline => vec![],
+        Scenario::Baseline | Scenario::Https => vec![],
         s => vec![s],
     };
-    let bin = if scenarios.is_empty() {
+    let plain = args.scenario != Scenario::Https;
+    let tls = matches!(args.scenario, Scenario::Https | Scenario::All);
+    let bin = if scenarios.is_empty() && !tls {
         None
     } else {
         Some(match &args.agent {
@@ -135,6 +155,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         })
     };
     load::check_tools()?;
+    if tls {
+        https::check_tools()?;
+    }
     if scenarios.contains(&Scenario::Otlp100k) {
         receiver::check()?;
     }
@@ -142,7 +165,20 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     util::catch_interrupts();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let mut guard = Guard::new()?;
-    let result = run(&mut guard, args, bin.as_deref(), &scenarios, deadline);
+    let result = (|| {
+        let mut problems = Vec::new();
+        if plain {
+            problems.extend(run(&mut guard, args, bin.as_deref(), &scenarios, deadline)?);
+        }
+        if tls {
+            let bin = bin.as_deref().context("no agent binary")?;
+            problems.extend(https::run(&mut guard, args, bin, deadline)?);
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(())
+    })();
     section("bench: stopping everything it started");
     drop(guard);
     result
@@ -154,10 +190,10 @@ fn run(
     bin: Option<&Path>,
     scenarios: &[Scenario],
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     section(&format!("bench: nginx in {}", guard.dir.display()));
     let port = procs::free_port()?;
-    let nginx_pid = load::start_nginx(guard, port)?;
+    let nginx_pid = load::start_nginx(guard, port, None)?;
     note(format!(
         "nginx pid {nginx_pid}  http://127.0.0.1:{port}/bench.json"
     ));
@@ -222,11 +258,9 @@ fn run(
         "JSON: {}/<scenario>.json",
         util::display_path(&out_dir)
     ));
-    let problems: Vec<String> = results.iter().filter_map(|r| r.problem.clone()).collect();
-    if !problems.is_empty() {
-        bail!("{}", problems.join("; "));
-    }
-    Ok(())
+    // Idle from here on; stopped so that it does not sit next to `https`.
+    guard.stop(nginx_pid, Duration::from_secs(5))?;
+    Ok(results.iter().filter_map(|r| r.problem.clone()).collect())
 }
 
 /// One row of the results table.
@@ -322,12 +356,7 @@ fn with_agent(
         None
     };
 
-    let mut cmd = Command::new(bin);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OTEL_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = agent_command(bin);
     cmd.args(["--pid", &nginx_pid.to_string()]);
     if let Some(r) = &receiver {
         cmd.env(
@@ -345,26 +374,7 @@ fn with_agent(
     } else {
         cmd.args(["--print", "off"]);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    // SIGINT: the agent detaches and flushes; also if xtask dies.
-    let agent_pid = guard.spawn("agent", cmd, libc::SIGINT)?;
-    let stderr = guard
-        .child(agent_pid)?
-        .stderr
-        .take()
-        .context("agent stderr")?;
-    let lines = Arc::new(Lines::default());
-    guard.add_reader(procs::read_lines(
-        stderr,
-        Arc::clone(&lines),
-        Some("[agent]"),
-    ));
-    if !lines.wait_for(READY_MARKER, READY_TIMEOUT)? {
-        bail!(
-            "the agent did not get ready within {READY_TIMEOUT:?}; its stderr:\n{}",
-            lines.snapshot().join("\n")
-        );
-    }
+    let (agent_pid, lines) = start_agent(guard, cmd)?;
 
     let cpu_before = procs::cpu_seconds(agent_pid).unwrap_or(0.0);
     let receiver_cpu_before = receiver
@@ -432,14 +442,7 @@ fn with_agent(
 
     let status = guard.stop(agent_pid, AGENT_STOP_GRACE)?;
     guard.join_readers();
-    let stderr_lines = lines.snapshot();
-    let counters: Map<String, Value> = stderr_lines
-        .iter()
-        .rev()
-        .find_map(|l| l.split_once(COUNTERS_MARKER))
-        .and_then(|(_, j)| serde_json::from_str::<Value>(j.trim()).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
+    let counters = exit_counters(&lines);
     let final_accepted = match &receiver {
         Some(r) => {
             let n = r.spans_accepted()?;
@@ -575,6 +578,55 @@ fn with_agent(
         dropped: Some(dropped),
         problem,
     })
+}
+
+/// The agent command without inherited `OTEL_*` settings.
+fn agent_command(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Starts the agent (stdout to /dev/null, stderr echoed and kept) and waits
+/// until it says it is ready. Returns its pid and its stderr lines.
+fn start_agent(guard: &mut Guard, mut cmd: Command) -> Result<(u32, Arc<Lines>)> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    // SIGINT: the agent detaches and flushes; also if xtask dies.
+    let agent_pid = guard.spawn("agent", cmd, libc::SIGINT)?;
+    let stderr = guard
+        .child(agent_pid)?
+        .stderr
+        .take()
+        .context("agent stderr")?;
+    let lines = Arc::new(Lines::default());
+    guard.add_reader(procs::read_lines(
+        stderr,
+        Arc::clone(&lines),
+        Some("[agent]"),
+    ));
+    if !lines.wait_for(READY_MARKER, READY_TIMEOUT)? {
+        bail!(
+            "the agent did not get ready within {READY_TIMEOUT:?}; its stderr:\n{}",
+            lines.snapshot().join("\n")
+        );
+    }
+    Ok((agent_pid, lines))
+}
+
+/// The counters the agent printed when it exited (empty if none).
+fn exit_counters(lines: &Lines) -> Map<String, Value> {
+    lines
+        .snapshot()
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once(COUNTERS_MARKER))
+        .and_then(|(_, j)| serde_json::from_str::<Value>(j.trim()).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default()
 }
 
 fn load_json(args: &BenchArgs) -> Value {
