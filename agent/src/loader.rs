@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::HashMap,
     programs::{Program, TracePoint},
 };
 use log::{info, warn};
@@ -292,7 +293,7 @@ pub fn ensure_tracefs() -> anyhow::Result<()> {
 
 /// Loads and attaches everything; returns the live object (dropping it
 /// detaches every program).
-pub fn load(cfg: &KernelConfig) -> anyhow::Result<Ebpf> {
+pub fn load(cfg: &KernelConfig, pids: &[u32]) -> anyhow::Result<Ebpf> {
     if OBJECT.is_empty() {
         bail!(
             "this wirespan was built without eBPF probes (WIRESPAN_EBPF_OBJ=none); build it with `cargo xtask build`"
@@ -308,6 +309,18 @@ pub fn load(cfg: &KernelConfig) -> anyhow::Result<Ebpf> {
         .override_global(wirespan_common::maps::CONFIG, cfg, true)
         .load(OBJECT)
         .context("loading the eBPF object into the kernel")?;
+    // The kernel-side `--pid` filter, filled before anything is attached.
+    if cfg.pid_filter != 0 {
+        let mut selected: HashMap<_, u32, u8> = HashMap::try_from(
+            ebpf.map_mut(wirespan_common::maps::SELECTED_PIDS)
+                .context("map SELECTED_PIDS missing")?,
+        )?;
+        for &pid in pids {
+            selected
+                .insert(pid, 1, 0)
+                .with_context(|| format!("selecting pid {pid} in the kernel"))?;
+        }
+    }
     let mut attached = 0usize;
     let sock_hooks = if classifier == Classifier::SockTracepoints {
         SOCK_HOOKS

@@ -55,6 +55,8 @@ pub enum UsageError {
     NotPrivileged,
     #[error("--pid {0}: no such process (see `ps`); give the pid of a running process")]
     NoSuchPid(u32),
+    #[error("--pid: {0} pids given, at most {max} are supported; select by --exe-path instead", max = wirespan_common::maps::SELECTED_PIDS_ENTRIES)]
+    TooManyPids(usize),
 }
 
 /// Capability bits the agent needs, from linux/capability.h.
@@ -78,6 +80,9 @@ pub fn preflight(cli: &Cli) -> Result<(), UsageError> {
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
         return Err(UsageError::NotPrivileged);
+    }
+    if cli.pids.len() > wirespan_common::maps::SELECTED_PIDS_ENTRIES as usize {
+        return Err(UsageError::TooManyPids(cli.pids.len()));
     }
     for &pid in &cli.pids {
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -194,14 +199,14 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     let kcfg = KernelConfig {
         agent_tgid: std::process::id(),
         capture_bytes: cli.capture_bytes,
-        only_tgid: if cli.pids.len() == 1 { cli.pids[0] } else { 0 },
+        pid_filter: u32::from(!cli.pids.is_empty()),
         head_capture_bytes: cli.capture_head_bytes.max(cli.capture_bytes),
         sock,
         fdtable,
         classifier: classifier as u32,
         _pad: 0,
     };
-    let mut ebpf = loader::load(&kcfg)?;
+    let mut ebpf = loader::load(&kcfg, &cli.pids)?;
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
     let mut tls = TlsAttacher::default();
     tls.load(&mut ebpf);

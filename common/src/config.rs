@@ -70,9 +70,10 @@ pub struct KernelConfig {
     pub agent_tgid: u32,
     /// Payload bytes to copy per event, at most [`MAX_CAPTURE`].
     pub capture_bytes: u32,
-    /// Only this tgid is traced when non-zero (a single `--pid`, as a
-    /// kernel-side shortcut; userspace still applies the full selection).
-    pub only_tgid: u32,
+    /// Non-zero when `--pid` was given: only tgids in the `SELECTED_PIDS`
+    /// map are traced, so unselected processes cost the ring buffer
+    /// nothing. Userspace still applies the full selection.
+    pub pid_filter: u32,
     /// Payload bytes to copy when the bytes start like an HTTP/1 message
     /// (a method or `HTTP/1.`), at most [`MAX_CAPTURE`]: heads, and batches
     /// of pipelined requests, are often longer than `capture_bytes`.

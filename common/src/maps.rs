@@ -14,3 +14,8 @@ pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
 pub const INFLIGHT_ENTRIES: u32 = 16 * 1024;
 /// Socket fds known to be TCP sockets, so close() is reported for them only.
 pub const SOCKET_FDS_ENTRIES: u32 = 64 * 1024;
+
+/// tgids selected with `--pid` (value unused), when `pid_filter` is set.
+pub const SELECTED_PIDS: &str = "SELECTED_PIDS";
+/// Capacity of [`SELECTED_PIDS`]: more `--pid`s than this are refused.
+pub const SELECTED_PIDS_ENTRIES: u32 = 1024;

@@ -3,11 +3,13 @@
 use aya_ebpf::Global;
 use wirespan_common::config::KernelConfig;
 
+use crate::maps::SELECTED_PIDS;
+
 #[unsafe(no_mangle)]
 static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     agent_tgid: 0,
     capture_bytes: 512,
-    only_tgid: 0,
+    pid_filter: 0,
     head_capture_bytes: 4096,
     sock: wirespan_common::config::SockOffsets {
         skc_family: u32::MAX,
@@ -41,9 +43,10 @@ pub fn get() -> KernelConfig {
 }
 
 /// True when the calling process must not be traced: the agent itself, or
-/// anything outside `only_tgid` when that is set.
+/// a process outside `--pid` when that was given.
 #[inline(always)]
 pub fn ignored(tgid: u32) -> bool {
     let cfg = get();
-    tgid == cfg.agent_tgid || (cfg.only_tgid != 0 && tgid != cfg.only_tgid)
+    // SAFETY: presence test only.
+    tgid == cfg.agent_tgid || (cfg.pid_filter != 0 && unsafe { SELECTED_PIDS.get(tgid) }.is_none())
 }

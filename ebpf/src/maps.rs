@@ -2,15 +2,18 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use wirespan_common::{
     event::{COUNTER_SLOTS, DataEvent},
-    maps::{EVENTS_BYTES, INFLIGHT_ENTRIES, SOCKET_FDS_ENTRIES},
+    maps::{EVENTS_BYTES, INFLIGHT_ENTRIES, SELECTED_PIDS_ENTRIES, SOCKET_FDS_ENTRIES},
 };
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "SELECTED_PIDS")]
+pub static SELECTED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(SELECTED_PIDS_ENTRIES, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -91,8 +91,10 @@ struct Run {
     wrk: WrkRun,
     latency: Latency,
     agent: Option<AgentRun>,
-    /// Other wirespan processes seen when the run ended (not the bench's):
-    /// one tracing all nginx processes would probe this one too.
+    /// Other wirespan processes seen when the run started or ended (not the
+    /// bench's): the agent attaches its OpenSSL uprobes for all processes
+    /// (filtering by pid in the probe), so any agent on the machine makes
+    /// this nginx take the uprobe traps too, baseline included.
     others: Vec<String>,
 }
 
@@ -170,6 +172,7 @@ pub fn run(
                     "baseline (no agent)"
                 }
             ));
+            let others_before = other_agents(&[]);
             let mut run = if with_agent {
                 agent_run(guard, bin, nginx_pid, &url, args, run_len, index)?
             } else {
@@ -182,8 +185,13 @@ pub fn run(
                     others: Vec::new(),
                 }
             };
-            if run.others.is_empty() {
+            if !with_agent {
                 run.others = other_agents(&[]);
+            }
+            for o in others_before {
+                if !run.others.contains(&o) {
+                    run.others.push(o);
+                }
             }
             report_run(&run);
             problems.extend(problem(&run));
@@ -391,7 +399,8 @@ fn report_run(r: &Run) {
     ));
     if !r.others.is_empty() {
         note(format!(
-            "warning: other wirespan processes were running (they may probe this nginx too): {}",
+            "warning: other wirespan processes ran (their OpenSSL uprobes are attached for all \
+             processes, so this nginx paid for them too): {}",
             r.others.join("; ")
         ));
     }
