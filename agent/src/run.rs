@@ -208,7 +208,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     };
     let mut ebpf = loader::load(&kcfg, &cli.pids)?;
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
-    let mut tls = TlsAttacher::default();
+    let mut tls = TlsAttacher::new(&cli.pids);
     tls.load(&mut ebpf);
     tls.scan_all(&mut ebpf);
 

@@ -11,6 +11,7 @@
 use std::{
     collections::HashSet,
     fs,
+    num::NonZeroU32,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -47,6 +48,11 @@ const MAX_EXE_SCAN: u64 = 512 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct TlsAttacher {
+    /// `--pid`: probe only these processes (a uprobe fires in every process
+    /// that runs the probed code, so without this a selected nginx would
+    /// still tax every other OpenSSL user on the node, load generators
+    /// included). Empty: every process.
+    only: Vec<u32>,
     loaded: bool,
     /// (dev, ino) of files already probed, or known to have no OpenSSL.
     seen: HashSet<(u64, u64)>,
@@ -102,6 +108,14 @@ fn file_contains(path: &Path, needles: &[&[u8]]) -> Vec<bool> {
 }
 
 impl TlsAttacher {
+    /// An attacher for every process, or only `pids` when not empty.
+    pub fn new(pids: &[u32]) -> Self {
+        Self {
+            only: pids.to_vec(),
+            ..Self::default()
+        }
+    }
+
     /// Loads the uprobe programs. Failure disables TLS with one warning.
     pub fn load(&mut self, ebpf: &mut Ebpf) {
         for (name, _, _) in PROBES {
@@ -123,11 +137,21 @@ impl TlsAttacher {
         if !self.loaded {
             return;
         }
+        if !self.only.is_empty() {
+            for pid in self.only.clone() {
+                self.scan_process(ebpf, pid);
+            }
+            info!(
+                "TLS: OpenSSL uprobes on {} file(s), for the selected pids only",
+                self.files_attached
+            );
+            return;
+        }
         for dir in LIB_DIRS {
             for name in ["libssl.so.3", "libssl.so.1.1"] {
                 let path = Path::new(dir).join(name);
                 if path.exists() {
-                    self.attach_file(ebpf, &path);
+                    self.attach_file(ebpf, &path, 0);
                 }
             }
         }
@@ -148,7 +172,10 @@ impl TlsAttacher {
 
     /// Looks at one process: the libssl it maps, and its executable.
     pub fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        if !self.loaded || pid == std::process::id() {
+        if !self.loaded
+            || pid == std::process::id()
+            || (!self.only.is_empty() && !self.only.contains(&pid))
+        {
             return;
         }
         let root = PathBuf::from(format!("/proc/{pid}/root"));
@@ -158,7 +185,7 @@ impl TlsAttacher {
             let name = path.rsplit('/').next().unwrap_or(path);
             if name.starts_with("libssl.so") {
                 // The process's own view of the file (containers).
-                self.attach_file(ebpf, &root.join(path.trim_start_matches('/')));
+                self.attach_file(ebpf, &root.join(path.trim_start_matches('/')), pid);
             } else if name.contains("cygrpc") {
                 grpc = true;
             }
@@ -184,7 +211,7 @@ impl TlsAttacher {
         .try_into()
         .unwrap_or([false; 3]);
         if ssl {
-            self.attach_file(ebpf, &exe);
+            self.attach_file(ebpf, &exe, pid);
         } else {
             self.seen.insert(id);
             if go_tls {
@@ -209,11 +236,22 @@ impl TlsAttacher {
         }
     }
 
-    fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path) {
-        let Some(id) = file_id(path) else {
+    /// Probes `path`: for every process, or (scoped by `--pid`) for `pid`.
+    fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path, pid: u32) {
+        let Some((dev, ino)) = file_id(path) else {
             return;
         };
-        if !self.seen.insert(id) {
+        let scope = match NonZeroU32::new(pid).filter(|_| !self.only.is_empty()) {
+            Some(p) => UProbeScope::OneProcess(p),
+            None => UProbeScope::AllProcesses,
+        };
+        // Scoped probes are per (file, pid); unscoped ones per file.
+        let key = if self.only.is_empty() {
+            (dev, ino)
+        } else {
+            (dev ^ (u64::from(pid) << 40), ino)
+        };
+        if !self.seen.insert(key) {
             return;
         }
         let mut attached = 0;
@@ -224,7 +262,7 @@ impl TlsAttacher {
             else {
                 continue;
             };
-            match prog.attach(symbol, path, UProbeScope::AllProcesses) {
+            match prog.attach(symbol, path, scope) {
                 Ok(_) => attached += 1,
                 // OpenSSL 1.1.0 has no _ex forms; other files lack some.
                 Err(e) => debug!("uprobe {symbol} on {}: {e}", path.display()),
