@@ -14,7 +14,9 @@ use anyhow::{Context, Result, bail};
 use crate::util::{self, LEAKY_ENV, note, section};
 
 /// Debian packages: LLVM 22 for bpf-linker, the servers and clients the demo
-/// and the integration tests run.
+/// and the integration tests run, the openssl CLI (test certificates) and
+/// bpftool (an independent reading of kernel BTF that the offsets test
+/// checks against).
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -24,6 +26,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "wrk",
     "curl",
     "python3-venv",
+    "openssl",
+    "bpftool",
 ];
 
 /// Where Debian's llvm-22 packages install LLVM; bpf-linker links against it.
