@@ -224,7 +224,7 @@ pub fn choose_classifier(
 ) -> anyhow::Result<Classifier> {
     let tracepoints =
         has_tracepoint("sock", "sock_send_length") && has_tracepoint("sock", "sock_recv_length");
-    let walk = fdtable_complete(fdtable);
+    let walk = fdtable.complete();
     match choice {
         ClassifierChoice::SockTracepoints if !tracepoints => {
             bail!(
@@ -243,22 +243,6 @@ pub fn choose_classifier(
              (Linux 6.2+) and no kernel BTF for the file-table walk"
         ),
     }
-}
-
-fn fdtable_complete(o: &FdTableOffsets) -> bool {
-    [
-        o.task_files,
-        o.files_fdt,
-        o.fdtable_max_fds,
-        o.fdtable_fd,
-        o.file_private_data,
-        o.file_f_inode,
-        o.inode_i_mode,
-        o.socket_sk,
-        o.socket_type,
-    ]
-    .iter()
-    .all(|&v| v != u32::MAX)
 }
 
 /// aya finds tracepoint ids through tracefs, which a fresh machine (or a

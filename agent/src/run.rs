@@ -96,28 +96,8 @@ fn offsets() -> (SockOffsets, FdTableOffsets) {
     let none = |e: &dyn std::fmt::Display, what: &str| {
         warn!("kernel BTF: {e}; lost: {what}");
     };
-    let unknown_sock = SockOffsets {
-        skc_family: u32::MAX,
-        skc_daddr: u32::MAX,
-        skc_rcv_saddr: u32::MAX,
-        skc_dport: u32::MAX,
-        skc_num: u32::MAX,
-        skc_v6_daddr: u32::MAX,
-        skc_v6_rcv_saddr: u32::MAX,
-        _pad: 0,
-    };
-    let unknown_fd = FdTableOffsets {
-        task_files: u32::MAX,
-        files_fdt: u32::MAX,
-        fdtable_max_fds: u32::MAX,
-        fdtable_fd: u32::MAX,
-        file_private_data: u32::MAX,
-        file_f_inode: u32::MAX,
-        inode_i_mode: u32::MAX,
-        socket_sk: u32::MAX,
-        socket_type: u32::MAX,
-        _pad: 0,
-    };
+    let unknown_sock = SockOffsets::UNKNOWN;
+    let unknown_fd = FdTableOffsets::UNKNOWN;
     let btf = match KernelBtf::from_sys() {
         Ok(b) => b,
         Err(e) => {

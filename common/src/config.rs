@@ -30,6 +30,20 @@ pub struct SockOffsets {
     pub _pad: u32,
 }
 
+impl SockOffsets {
+    /// Every offset unknown: the kernel reads no 4-tuple.
+    pub const UNKNOWN: Self = Self {
+        skc_family: u32::MAX,
+        skc_daddr: u32::MAX,
+        skc_rcv_saddr: u32::MAX,
+        skc_dport: u32::MAX,
+        skc_num: u32::MAX,
+        skc_v6_daddr: u32::MAX,
+        skc_v6_rcv_saddr: u32::MAX,
+        _pad: 0,
+    };
+}
+
 /// Offsets for walking a task's file table to the `struct sock` behind an
 /// fd: task_struct.files -> files_struct.fdt -> fdtable.fd[fd] -> file
 /// -> private_data (struct socket) -> sk. Used where the
@@ -48,6 +62,39 @@ pub struct FdTableOffsets {
     /// `struct socket.type` (short): SOCK_STREAM for TCP.
     pub socket_type: u32,
     pub _pad: u32,
+}
+
+impl FdTableOffsets {
+    /// Every offset unknown: the file-table walk is disabled.
+    pub const UNKNOWN: Self = Self {
+        task_files: u32::MAX,
+        files_fdt: u32::MAX,
+        fdtable_max_fds: u32::MAX,
+        fdtable_fd: u32::MAX,
+        file_private_data: u32::MAX,
+        file_f_inode: u32::MAX,
+        inode_i_mode: u32::MAX,
+        socket_sk: u32::MAX,
+        socket_type: u32::MAX,
+        _pad: 0,
+    };
+
+    /// Whether the walk has every offset it needs.
+    pub fn complete(&self) -> bool {
+        [
+            self.task_files,
+            self.files_fdt,
+            self.fdtable_max_fds,
+            self.fdtable_fd,
+            self.file_private_data,
+            self.file_f_inode,
+            self.inode_i_mode,
+            self.socket_sk,
+            self.socket_type,
+        ]
+        .iter()
+        .all(|&v| v != u32::MAX)
+    }
 }
 
 /// How the kernel programs tell INET TCP socket fds from everything else.

@@ -87,6 +87,26 @@ pub enum Syscall {
     SslWrite = 10,
 }
 
+impl TryFrom<u8> for Syscall {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        Ok(match v {
+            0 => Self::Read,
+            1 => Self::Write,
+            2 => Self::Readv,
+            3 => Self::Writev,
+            4 => Self::Sendto,
+            5 => Self::Recvfrom,
+            6 => Self::Sendmsg,
+            7 => Self::Recvmsg,
+            8 => Self::Sendfile,
+            9 => Self::SslRead,
+            10 => Self::SslWrite,
+            other => return Err(other),
+        })
+    }
+}
+
 impl Syscall {
     pub const fn direction(self) -> Direction {
         match self {

@@ -1,7 +1,7 @@
 //! The agent's configuration, a read-only global patched in at load time.
 
 use aya_ebpf::Global;
-use wirespan_common::config::KernelConfig;
+use wirespan_common::config::{FdTableOffsets, KernelConfig, SockOffsets};
 
 use crate::maps::SELECTED_PIDS;
 
@@ -11,28 +11,8 @@ static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     capture_bytes: 512,
     pid_filter: 0,
     head_capture_bytes: 4096,
-    sock: wirespan_common::config::SockOffsets {
-        skc_family: u32::MAX,
-        skc_daddr: u32::MAX,
-        skc_rcv_saddr: u32::MAX,
-        skc_dport: u32::MAX,
-        skc_num: u32::MAX,
-        skc_v6_daddr: u32::MAX,
-        skc_v6_rcv_saddr: u32::MAX,
-        _pad: 0,
-    },
-    fdtable: wirespan_common::config::FdTableOffsets {
-        task_files: u32::MAX,
-        files_fdt: u32::MAX,
-        fdtable_max_fds: u32::MAX,
-        fdtable_fd: u32::MAX,
-        file_private_data: u32::MAX,
-        file_f_inode: u32::MAX,
-        inode_i_mode: u32::MAX,
-        socket_sk: u32::MAX,
-        socket_type: u32::MAX,
-        _pad: 0,
-    },
+    sock: SockOffsets::UNKNOWN,
+    fdtable: FdTableOffsets::UNKNOWN,
     classifier: 0,
     _pad: 0,
 });

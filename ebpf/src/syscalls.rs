@@ -181,7 +181,7 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     let s: &mut Scratch = unsafe { &mut *s };
     let tgid = (id >> 32) as u32;
     let cfg = crate::config::get();
-    let Ok(syscall) = syscall_from(inf.syscall) else {
+    let Ok(syscall) = Syscall::try_from(inf.syscall) else {
         return;
     };
 
@@ -356,24 +356,6 @@ pub fn http_start(syscall: Syscall, inf: &Inflight) -> Option<bool> {
         b"HTTP" => Some(false),
         _ => None,
     }
-}
-
-#[inline(always)]
-fn syscall_from(v: u8) -> Result<Syscall, ()> {
-    Ok(match v {
-        0 => Syscall::Read,
-        1 => Syscall::Write,
-        2 => Syscall::Readv,
-        3 => Syscall::Writev,
-        4 => Syscall::Sendto,
-        5 => Syscall::Recvfrom,
-        6 => Syscall::Sendmsg,
-        7 => Syscall::Recvmsg,
-        8 => Syscall::Sendfile,
-        9 => Syscall::SslRead,
-        10 => Syscall::SslWrite,
-        _ => return Err(()),
-    })
 }
 
 /// One enter/exit pair per syscall. The buffer argument is ARG1 for all of

@@ -61,23 +61,6 @@ fn read<T: Copy>(buf: &[u8], at: usize) -> Result<T, DecodeError> {
     Ok(unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at).cast::<T>()) })
 }
 
-fn syscall_from(v: u8) -> Option<Syscall> {
-    Some(match v {
-        0 => Syscall::Read,
-        1 => Syscall::Write,
-        2 => Syscall::Readv,
-        3 => Syscall::Writev,
-        4 => Syscall::Sendto,
-        5 => Syscall::Recvfrom,
-        6 => Syscall::Sendmsg,
-        7 => Syscall::Recvmsg,
-        8 => Syscall::Sendfile,
-        9 => Syscall::SslRead,
-        10 => Syscall::SslWrite,
-        _ => return None,
-    })
-}
-
 /// Decodes one ring-buffer record.
 pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     let hdr: EventHeader = read(buf, 0)?;
@@ -93,7 +76,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
         })?;
         Some(DataPart {
             direction,
-            syscall: syscall_from(hdr.syscall),
+            syscall: Syscall::try_from(hdr.syscall).ok(),
             tuple,
             payload,
         })
