@@ -190,7 +190,9 @@ impl KernelBtf {
             skc_num: field("skc_num")?,
             skc_v6_daddr: field("skc_v6_daddr")?,
             skc_v6_rcv_saddr: field("skc_v6_rcv_saddr")?,
-            _pad: 0,
+            // Only trace propagation needs it: its absence loses that, not
+            // the 4-tuple.
+            skc_cookie: field("skc_cookie").unwrap_or(u32::MAX),
         })
     }
 
@@ -638,7 +640,7 @@ mod tests {
         assert!(s.skc_dport < s.skc_family);
         assert!(s.skc_family < s.skc_v6_daddr);
         assert_eq!(s.skc_v6_rcv_saddr, s.skc_v6_daddr + 16);
-        assert_eq!(s._pad, 0);
+        assert_ne!(s.skc_cookie, u32::MAX, "skc_cookie found");
         // __sk_common is at the start of struct sock, so the offsets from
         // struct sock equal those within struct sock_common.
         assert_eq!(btf.offset_of("sock", &["__sk_common"]).unwrap(), 0);
@@ -826,6 +828,7 @@ mod tests {
             ("skc_num", s.skc_num),
             ("skc_v6_daddr", s.skc_v6_daddr),
             ("skc_v6_rcv_saddr", s.skc_v6_rcv_saddr),
+            ("skc_cookie", s.skc_cookie),
         ] {
             check("sock", &["__sk_common", name], ours);
             check("sock_common", &[name], ours);

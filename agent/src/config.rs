@@ -68,6 +68,22 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(16..))]
     pub max_connections: u32,
 
+    /// How trace context crosses the wire between traced services:
+    /// `tcp-option` puts the client span's trace id and span id in an
+    /// experimental TCP header option (sock_ops; no payload byte changes,
+    /// any protocol, TLS too; receivers without the agent ignore it), read
+    /// by the agent on the receiving node; `none` links only what one agent
+    /// sees (same node, same thread).
+    #[arg(long, env = "WIRESPAN_PROPAGATION", value_enum, default_value_t = Propagation::TcpOption)]
+    pub propagation: Propagation,
+
+    /// The cgroup v2 directory whose processes get the TCP option (default:
+    /// the root of the cgroup v2 hierarchy, i.e. the whole node). Outgoing
+    /// connections of processes in it have a 28-byte smaller MSS, the room
+    /// the option needs on a full segment.
+    #[arg(long, env = "WIRESPAN_CGROUP", value_name = "DIR")]
+    pub cgroup: Option<std::path::PathBuf>,
+
     /// Log level for the agent's own messages on stderr (error, warn, info,
     /// debug, trace).
     #[arg(long, env = "WIRESPAN_LOG_LEVEL", default_value = "info")]
@@ -93,6 +109,12 @@ pub enum ClassifierChoice {
     Auto,
     SockTracepoints,
     FdTable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Propagation {
+    TcpOption,
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use wirespan_common::event::{
     Direction, EventHeader, EventKind, FLAG_TLS,
-    user::{DataPart, Event},
+    user::{DataPart, Event, KernelContext},
 };
 
 use crate::{
@@ -41,6 +41,9 @@ struct Conn {
     /// Plaintext arrives from the TLS library: the socket's own bytes are
     /// ciphertext and are ignored.
     tls: bool,
+    /// The kernel's context for the next server request read on this
+    /// connection (TCP option propagation; see `EventKind::ServerContext`).
+    server_kctx: Option<KernelContext>,
 }
 
 pub struct ConnTable {
@@ -59,6 +62,16 @@ pub struct ConnTable {
 
 impl ConnTable {
     pub fn new(selector: Selector, clock: BootClock, max_conns: usize, stats: Arc<Stats>) -> Self {
+        Self::with_linker(selector, clock, max_conns, stats, Linker::default())
+    }
+
+    pub fn with_linker(
+        selector: Selector,
+        clock: BootClock,
+        max_conns: usize,
+        stats: Arc<Stats>,
+        linker: Linker,
+    ) -> Self {
         Self {
             conns: HashMap::new(),
             max_conns,
@@ -69,7 +82,7 @@ impl ConnTable {
             limits: Limits::default(),
             stats,
             exchanges: Vec::new(),
-            linker: Linker::default(),
+            linker,
         }
     }
 
@@ -110,6 +123,14 @@ impl ConnTable {
                 self.linker.process_exit(h.tgid);
             }
             EventKind::RequestIntent => self.on_intent(ev, out),
+            EventKind::ServerContext => {
+                if self.ensure_conn(h, out)
+                    && let Some(c) = self.conns.get_mut(&(h.tgid, h.fd))
+                    && (c.sk == h.sk || h.sk == 0)
+                {
+                    c.server_kctx = ev.context;
+                }
+            }
             EventKind::ProcessExec => {
                 self.procs
                     .exec(h.tgid, ev.exec_filename.unwrap_or_default());
@@ -149,6 +170,7 @@ impl ConnTable {
             ctxs: HashMap::new(),
             intent: None,
             tls: false,
+            server_kctx: None,
         };
         self.conns.insert(key, c);
         true
@@ -176,7 +198,10 @@ impl ConnTable {
         if let Some((stale, _)) = c.intent.take() {
             self.linker.client_done(c.ends, &stale.ctx);
         }
-        let ctx = self.linker.client_intent(c.process.pid, h.tid, c.ends);
+        let kernel = ev.context.map(|k| k.ctx);
+        let ctx = self
+            .linker
+            .client_intent(c.process.pid, h.tid, c.ends, kernel);
         c.intent = Some((ctx, h.tid));
     }
 
@@ -319,6 +344,13 @@ impl ConnTable {
         let pending: usize = self.conns.values().map(|c| c.http.pending()).sum();
         add(&self.stats.requests_lost_shutdown, pending as u64);
         self.conns.clear();
+        let l = &self.linker;
+        add(&self.stats.traceparents_invalid, l.invalid_traceparents);
+        add(
+            &self.stats.trace_option_mismatches,
+            l.option_trace_mismatches,
+        );
+        add(&self.stats.trace_link_resets, l.resets);
     }
 }
 
@@ -340,7 +372,10 @@ fn assign_contexts(c: &mut Conn, seq0: u64, tid: u32, exchanges: &[Exchange], li
             continue;
         }
         let (ctx, tid) = match (role, c.intent.take()) {
-            (Role::Server, _) => (linker.server_request(pid, tid, c.ends, head), tid),
+            (Role::Server, _) => {
+                let kernel = c.server_kctx.take();
+                (linker.server_request(pid, tid, c.ends, head, kernel), tid)
+            }
             // The identity decided at the intent stands, unless the request
             // carries its own valid traceparent (an instrumented client).
             (Role::Client, Some(intent))

@@ -20,6 +20,7 @@ pub mod process;
 pub mod protocol;
 pub mod run;
 pub mod select;
+pub mod sockops;
 pub mod span;
 pub mod stats;
 pub mod tls;

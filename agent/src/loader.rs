@@ -361,6 +361,7 @@ pub fn detach_all(mut ebpf: Ebpf) {
                 let done = match prog {
                     Program::TracePoint(p) => p.unload(),
                     Program::UProbe(p) => p.unload(),
+                    Program::SockOps(p) => p.unload(),
                     _ => Ok(()),
                 };
                 match done {

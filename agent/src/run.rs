@@ -3,7 +3,7 @@
 
 use std::{
     io::{self, LineWriter},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -12,8 +12,8 @@ use anyhow::Context;
 use aya::maps::{PerCpuArray, RingBuf};
 use log::{info, warn};
 use wirespan_common::{
-    config::{FdTableOffsets, KernelConfig, SockOffsets},
-    event::Counter,
+    config::{FdTableOffsets, KernelConfig, PROPAGATE_TCP_OPTION, SockOffsets},
+    event::{Counter, ThreadTrace},
     maps,
 };
 
@@ -21,15 +21,17 @@ use crate::{
     btf::KernelBtf,
     capture,
     clock::BootClock,
-    config::{Cli, PrintMode},
+    config::{Cli, PrintMode, Propagation},
     conn::ConnTable,
     export::{Exporter, JsonLines, otlp_exporter::OtlpExporter, text::TextLines},
+    link::{Linker, ThreadTraceSink},
     loader,
     otel_env::{ExportSettings, Protocol},
     pipeline::{BatchConfig, MakeExporter, Output, Pipeline},
     probe::KernelFeatures,
     process,
     select::Selector,
+    sockops,
     stats::Stats,
     tls::TlsAttacher,
 };
@@ -176,6 +178,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     features.check_minimum()?;
     let (sock, fdtable) = offsets();
     let classifier = loader::choose_classifier(cli.socket_classifier, &fdtable)?;
+    let cgroup = propagation_cgroup(&cli, &sock);
     let kcfg = KernelConfig {
         agent_tgid: std::process::id(),
         capture_bytes: cli.capture_bytes,
@@ -184,9 +187,26 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         sock,
         fdtable,
         classifier: classifier as u32,
-        _pad: 0,
+        propagation: if cgroup.is_some() {
+            PROPAGATE_TCP_OPTION
+        } else {
+            0
+        },
     };
     let mut ebpf = loader::load(&kcfg, &cli.pids)?;
+    if let Some(dir) = &cgroup {
+        match sockops::attach(&mut ebpf, dir) {
+            Ok(()) => info!(
+                "trace context: TCP option on connections of processes in {}",
+                dir.display()
+            ),
+            Err(e) => {
+                warn!("trace context TCP option unavailable ({e:#}); lost: linking across nodes")
+            }
+        }
+    }
+    let linker =
+        thread_trace_sink(&mut ebpf).map_or_else(Linker::default, Linker::with_thread_trace);
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
     let mut tls = TlsAttacher::new(&cli.pids);
     tls.load(&mut ebpf);
@@ -198,11 +218,12 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         exe_path: cli.exe_path.clone(),
         open_ports: cli.open_ports.clone(),
     };
-    let table = ConnTable::new(
+    let table = ConnTable::with_linker(
         selector,
         BootClock::measure(),
         cli.max_connections as usize,
         stats.clone(),
+        linker,
     );
 
     process::set_agent_resource_attributes(export.resource_attributes.clone());
@@ -251,6 +272,43 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     }
     print_counters(&stats, &kernel);
     Ok(())
+}
+
+/// The cgroup for TCP option propagation, or None when it is off (by
+/// `--propagation none`, or because this kernel cannot do it: that is
+/// said once, with what is lost).
+fn propagation_cgroup(cli: &Cli, sock: &SockOffsets) -> Option<PathBuf> {
+    if cli.propagation == Propagation::None {
+        return None;
+    }
+    if sock.skc_cookie == u32::MAX {
+        warn!("kernel BTF lacks sock_common.skc_cookie; lost: trace context TCP option");
+        return None;
+    }
+    match sockops::choose_cgroup(cli.cgroup.as_deref()) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            warn!("trace context TCP option unavailable ({e:#}); lost: linking across nodes");
+            None
+        }
+    }
+}
+
+/// Lets the linker correct a thread's trace in the kernel (see
+/// `link::ThreadTraceSink`). Failures only cost that correction.
+fn thread_trace_sink(ebpf: &mut aya::Ebpf) -> Option<ThreadTraceSink> {
+    let map = ebpf.take_map(maps::THREAD_TRACE)?;
+    let mut map: aya::maps::HashMap<_, u64, ThreadTrace> =
+        aya::maps::HashMap::try_from(map).ok()?;
+    Some(Box::new(move |key: u64, trace_id: [u8; 16]| {
+        let mut t = map.get(&key, 0).unwrap_or(ThreadTrace {
+            trace_id,
+            in_flight: 1,
+            ambiguous: 0,
+        });
+        t.trace_id = trace_id;
+        let _ = map.insert(key, t, 0);
+    }))
 }
 
 /// Exec'd processes waiting to be inspected for OpenSSL at most.

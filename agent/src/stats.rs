@@ -43,6 +43,9 @@ counters! {
     http1_gaps: "heads cut short by the capture limit",
     http1_orphan_responses: "responses seen without a request (attached mid-stream)",
     process_cache_evictions: "process metadata entries evicted",
+    traceparents_invalid: "inbound traceparent headers rejected by the W3C rules (a new trace was started)",
+    trace_option_mismatches: "client requests whose TCP-option trace differed from the trace their thread serves (the request left before the agent decided the thread's trace)",
+    trace_link_resets: "times the linker's bounded thread or peer maps were cleared",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

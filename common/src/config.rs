@@ -27,7 +27,10 @@ pub struct SockOffsets {
     pub skc_v6_daddr: u32,
     /// `struct sock_common.skc_v6_rcv_saddr` (16 bytes).
     pub skc_v6_rcv_saddr: u32,
-    pub _pad: u32,
+    /// `struct sock_common.skc_cookie` (atomic64_t): the socket cookie, the
+    /// key sock_ops programs use (`bpf_get_socket_cookie`). 0 until a
+    /// program or the kernel asked for it.
+    pub skc_cookie: u32,
 }
 
 impl SockOffsets {
@@ -40,7 +43,7 @@ impl SockOffsets {
         skc_num: u32::MAX,
         skc_v6_daddr: u32::MAX,
         skc_v6_rcv_saddr: u32::MAX,
-        _pad: 0,
+        skc_cookie: u32::MAX,
     };
 }
 
@@ -129,8 +132,20 @@ pub struct KernelConfig {
     pub fdtable: FdTableOffsets,
     /// A [`Classifier`] value.
     pub classifier: u32,
-    pub _pad: u32,
+    /// `PROPAGATE_*` bits: how trace context crosses the wire.
+    pub propagation: u32,
 }
+
+/// Trace context travels in a TCP header option (sock_ops): client
+/// requests get kernel-generated ids, which the option carries.
+pub const PROPAGATE_TCP_OPTION: u32 = 1;
+
+/// The experimental TCP option (RFC 6994, kind 254) that carries trace
+/// context: kind, length, the 16-bit ExID, then trace id (16 bytes) and
+/// span id (8 bytes).
+pub const TCP_OPT_KIND: u8 = 254;
+pub const TCP_OPT_EXID: [u8; 2] = [0x57, 0x53]; // "WS"
+pub const TCP_OPT_LEN: usize = 28;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelConfig {}

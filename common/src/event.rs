@@ -28,6 +28,11 @@ pub enum EventKind {
     /// before the server's read (whose data event may otherwise win the
     /// race to the ring buffer). `sk` identifies the socket.
     RequestIntent = 7,
+    /// A thread read bytes that start an HTTP request on a socket, with TCP
+    /// option propagation on: the trace context the kernel chose for the
+    /// thread (from the peer's TCP option, or a new trace id). Sent just
+    /// before the request's data event. See [`ContextEvent`].
+    ServerContext = 8,
 }
 
 impl TryFrom<u8> for EventKind {
@@ -41,6 +46,7 @@ impl TryFrom<u8> for EventKind {
             5 => Self::ProcessExit,
             6 => Self::ProcessExec,
             7 => Self::RequestIntent,
+            8 => Self::ServerContext,
             other => return Err(other),
         })
     }
@@ -191,13 +197,71 @@ pub struct DataEvent {
 /// Bytes of a data event before its payload.
 pub const DATA_PREFIX: usize = core::mem::size_of::<EventHeader>() + core::mem::size_of::<Tuple>();
 
+/// Trace context as the kernel chose it and as the TCP option carries it.
+/// All zero when unknown (propagation off, or no cookie yet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl WireContext {
+    pub fn is_valid(&self) -> bool {
+        self.trace_id != [0; 16] && self.span_id != [0; 8]
+    }
+}
+
+/// The trace a thread serves, as the kernel tracks it (map THREAD_TRACE,
+/// keyed by tgid << 32 | tid): set when the thread reads a request, gone
+/// when it has answered every request it read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadTrace {
+    pub trace_id: [u8; 16],
+    /// Requests read and not yet answered by the thread.
+    pub in_flight: u32,
+    /// Non-zero when the thread had several requests in flight at once (an
+    /// event loop): which one a client call serves is unknown, so client
+    /// calls get a new trace instead of a guess, until all are answered.
+    pub ambiguous: u32,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ThreadTrace {}
+
 /// A [`EventKind::RequestIntent`] event: the header (with `sk`) and the
 /// connection's 4-tuple, so that the agent can offer the request to a
-/// same-node server even on a connection it has not seen yet.
+/// same-node server even on a connection it has not seen yet. With TCP
+/// option propagation, `ctx` holds the ids the kernel generated for the
+/// client span (trace id, span id), which the option on the wire carries:
+/// the agent must report the span with exactly these.
 #[repr(C)]
 pub struct IntentEvent {
     pub hdr: EventHeader,
     pub tuple: Tuple,
+    pub ctx: WireContext,
+}
+
+/// Where a [`ContextEvent`]'s context came from.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextSource {
+    /// No option arrived: `ctx.trace_id` is a new trace id the kernel chose
+    /// (and will put on this thread's client requests); `ctx.span_id` is 0.
+    New = 0,
+    /// The peer's TCP option: `ctx` is the calling client span.
+    TcpOption = 1,
+}
+
+/// A [`EventKind::ServerContext`] event.
+#[repr(C)]
+pub struct ContextEvent {
+    pub hdr: EventHeader,
+    pub ctx: WireContext,
+    /// A [`ContextSource`].
+    pub source: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Bytes of an exec'd file name kept (longer names are cut).
@@ -228,19 +292,33 @@ pub enum Counter {
     ControlEvents = 4,
     /// The socket-fd map was full: a close() may go unreported.
     SocketFdsFull = 5,
+    /// Trace-context TCP options written on outgoing data segments.
+    TcpOptWritten = 6,
+    /// Segments of a traced request that had no room left for the option
+    /// (TCP allows 40 option bytes; SACK blocks can use them).
+    TcpOptNoRoom = 7,
+    /// Trace-context TCP options read from incoming segments.
+    TcpOptRead = 8,
+    /// Server requests whose socket had no cookie (opened before the
+    /// agent, or outside the sock_ops cgroup): no TCP option context.
+    TcpOptNoCookie = 9,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 10] = [
         Counter::RingbufFull,
         Counter::InflightFull,
         Counter::PayloadReadFailed,
         Counter::DataEvents,
         Counter::ControlEvents,
         Counter::SocketFdsFull,
+        Counter::TcpOptWritten,
+        Counter::TcpOptNoRoom,
+        Counter::TcpOptRead,
+        Counter::TcpOptNoCookie,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -251,6 +329,10 @@ impl Counter {
             Counter::DataEvents => "data_events",
             Counter::ControlEvents => "control_events",
             Counter::SocketFdsFull => "socket_fds_full",
+            Counter::TcpOptWritten => "tcp_options_written",
+            Counter::TcpOptNoRoom => "tcp_options_no_room",
+            Counter::TcpOptRead => "tcp_options_read",
+            Counter::TcpOptNoCookie => "tcp_options_no_cookie",
         }
     }
 }

@@ -19,3 +19,15 @@ pub const SOCKET_FDS_ENTRIES: u32 = 64 * 1024;
 pub const SELECTED_PIDS: &str = "SELECTED_PIDS";
 /// Capacity of [`SELECTED_PIDS`]: more `--pid`s than this are refused.
 pub const SELECTED_PIDS_ENTRIES: u32 = 1024;
+
+/// The sock_ops program (trace context in a TCP option).
+pub const SOCKOPS_PROGRAM: &str = "wirespan_sockops";
+/// Client requests' trace context by socket cookie: what the TCP option on
+/// that socket's data segments carries (the latest request's).
+pub const TX_CONTEXT_ENTRIES: u32 = 64 * 1024;
+/// Trace context read from a TCP option, by the receiving socket's cookie,
+/// until the server thread reads the request.
+pub const RX_CONTEXT_ENTRIES: u32 = 64 * 1024;
+/// Threads serving a request: the trace id their client requests carry.
+pub const THREAD_TRACE: &str = "THREAD_TRACE";
+pub const THREAD_TRACE_ENTRIES: u32 = 16 * 1024;

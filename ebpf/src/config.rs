@@ -14,7 +14,7 @@ static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     sock: SockOffsets::UNKNOWN,
     fdtable: FdTableOffsets::UNKNOWN,
     classifier: 0,
-    _pad: 0,
+    propagation: 0,
 });
 
 #[inline(always)]

@@ -3,7 +3,8 @@
 //! - `syscalls`: read/write family tracepoints, payload capture;
 //! - `sock`: `sock:sock_{send,recv}_length`, which tell socket fds apart;
 //! - `lifecycle`: accept, connect, close;
-//! - `process`: exec and exit of processes.
+//! - `process`: exec and exit of processes;
+//! - `propagate`, `sockops`: trace context in a TCP header option.
 #![no_std]
 #![no_main]
 
@@ -13,7 +14,9 @@ mod fdtable;
 mod lifecycle;
 mod maps;
 mod process;
+mod propagate;
 mod sock;
+mod sockops;
 mod syscalls;
 mod tls;
 

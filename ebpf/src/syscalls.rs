@@ -128,6 +128,7 @@ pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
         };
         (*ev).tuple = Tuple::default();
         read_tuple(sk, &cfg.sock, &mut (*ev).tuple);
+        (*ev).ctx = crate::propagate::client_request(&cfg, id, sk);
     }
     entry.submit(0);
     bump(Counter::ControlEvents);
@@ -215,7 +216,15 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
         read_tuple(inf.sk, &cfg.sock, &mut s.ev.tuple);
     }
 
-    let mut cap = if http_start(syscall, inf).is_some() {
+    let start = http_start(syscall, inf);
+    match (syscall.direction(), start) {
+        (Direction::Ingress, Some(true)) => {
+            crate::propagate::server_request(&cfg, id, inf.fd, inf.sk)
+        }
+        (Direction::Egress, Some(false)) => crate::propagate::server_response(&cfg, id),
+        _ => {}
+    }
+    let mut cap = if start.is_some() {
         cfg.head_capture_bytes
     } else {
         cfg.capture_bytes

@@ -107,6 +107,9 @@ pub struct Stopped {
     pub args: Vec<String>,
 }
 
+/// The agent's variable for `--propagation`.
+pub const PROPAGATION_ENV: &str = "WIRESPAN_PROPAGATION";
+
 impl Agent {
     /// Spawns `wirespan --print json ARGS...` without waiting for readiness.
     pub fn start(args: &[&str]) -> Agent {
@@ -132,6 +135,15 @@ impl Agent {
     fn spawn(full: Vec<String>, envs: Option<&[(String, String)]>) -> Agent {
         let bin = env::agent_bin();
         let mut cmd = Command::new(&bin);
+        // Tests never attach sock_ops to the root cgroup: TCP option
+        // propagation (on by default) is off unless the test gives its own
+        // child cgroup (`--cgroup`) or chooses `--propagation` itself.
+        if !full
+            .iter()
+            .any(|a| a == "--cgroup" || a.starts_with("--cgroup="))
+        {
+            cmd.env(PROPAGATION_ENV, "none");
+        }
         if let Some(envs) = envs {
             for (k, _) in std::env::vars_os() {
                 if k.to_string_lossy().starts_with("OTEL_") {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod agent;
+pub mod cgroup;
 pub mod chain;
 pub mod clients;
 pub mod data;

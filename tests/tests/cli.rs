@@ -19,7 +19,12 @@ use wirespan_tests::{Agent, SpanKind};
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn run_agent(args: &[&str]) -> Output {
-    run_with_timeout(Command::new(env::agent_bin()).args(args), CLI_TIMEOUT)
+    run_with_timeout(
+        Command::new(env::agent_bin())
+            .env(wirespan_tests::agent::PROPAGATION_ENV, "none")
+            .args(args),
+        CLI_TIMEOUT,
+    )
 }
 
 /// Exit code 2, nothing on stdout, and exactly one non-empty line on stderr

@@ -17,6 +17,7 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs the agent with only `envs` among the OTEL_* variables.
 fn run_agent_env(envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env::agent_bin());
+    cmd.env(wirespan_tests::agent::PROPAGATION_ENV, "none");
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("OTEL_") {
             cmd.env_remove(k);

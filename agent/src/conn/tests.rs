@@ -59,6 +59,7 @@ fn data(t: &mut ConnTable, fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u
         }),
         exec_filename: None,
         intent_tuple: None,
+        context: None,
     };
     let mut out = Vec::new();
     t.on_event(&ev, &mut out);
@@ -83,6 +84,7 @@ fn control(t: &mut ConnTable, kind: EventKind, fd: i32, ts: u64) -> Vec<Span> {
             data: None,
             exec_filename: None,
             intent_tuple: None,
+            context: None,
         },
         &mut out,
     );
@@ -391,6 +393,7 @@ mod linking_support {
                 data,
                 exec_filename: None,
                 intent_tuple: None,
+                context: None,
             },
             &mut out,
         );
@@ -689,6 +692,7 @@ mod intent_race {
                 data: None,
                 exec_filename: None,
                 intent_tuple: None,
+                context: None,
             },
             &mut out,
         );
@@ -759,6 +763,7 @@ mod intent_race {
             data: None,
             exec_filename: None,
             intent_tuple: Some(tuple),
+            context: None,
         };
         t.on_event(&ev, &mut out);
         let cli = |dir, ts, bytes| ev_at(1, 1, 6, 50000, 9000, dir, ts, bytes);

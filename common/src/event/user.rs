@@ -5,7 +5,9 @@
 use core::fmt;
 use core::mem::size_of;
 
-use super::{DATA_PREFIX, Direction, EventHeader, EventKind, Syscall, Tuple};
+use super::{
+    ContextSource, DATA_PREFIX, Direction, EventHeader, EventKind, Syscall, Tuple, WireContext,
+};
 
 /// A decoded ring-buffer record, borrowing its payload.
 #[derive(Debug)]
@@ -18,6 +20,19 @@ pub struct Event<'a> {
     pub exec_filename: Option<&'a [u8]>,
     /// Request-intent events only: the connection's 4-tuple.
     pub intent_tuple: Option<Tuple>,
+    /// Request-intent events: the ids the kernel chose for the client span
+    /// (when TCP option propagation is on). Server-context events: the
+    /// thread's trace, and the calling client span when `from_peer`.
+    pub context: Option<KernelContext>,
+}
+
+/// Trace context chosen in the kernel (see `crate::event::WireContext`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelContext {
+    pub ctx: WireContext,
+    /// The context came in a peer's TCP option (`ctx.span_id` is the
+    /// calling client span); else the kernel made a new trace id.
+    pub from_peer: bool,
 }
 
 #[derive(Debug)]
@@ -96,12 +111,29 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     } else {
         None
     };
+    let context = match kind {
+        EventKind::RequestIntent => {
+            let ctx: WireContext = read(buf, size_of::<EventHeader>() + size_of::<Tuple>())?;
+            ctx.is_valid().then_some(KernelContext {
+                ctx,
+                from_peer: false,
+            })
+        }
+        EventKind::ServerContext => {
+            let ctx: WireContext = read(buf, size_of::<EventHeader>())?;
+            let source: u8 = read(buf, size_of::<EventHeader>() + size_of::<WireContext>())?;
+            let from_peer = source == ContextSource::TcpOption as u8 && ctx.is_valid();
+            (ctx.trace_id != [0; 16]).then_some(KernelContext { ctx, from_peer })
+        }
+        _ => None,
+    };
     Ok(Event {
         kind,
         hdr,
         data,
         exec_filename,
         intent_tuple,
+        context,
     })
 }
 

@@ -1,0 +1,87 @@
+//! The sock_ops program that carries trace context in a TCP option: which
+//! cgroup it serves, and attaching it there.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use aya::{
+    Ebpf,
+    programs::{CgroupAttachMode, SockOps},
+};
+use wirespan_common::maps::SOCKOPS_PROGRAM;
+
+/// The mount point of the cgroup v2 hierarchy (the node's root cgroup),
+/// from /proc/self/mounts: `/sys/fs/cgroup` on unified systems,
+/// `/sys/fs/cgroup/unified` on hybrid ones.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    cgroup2_mount(&mounts)
+}
+
+fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_src, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir.replace("\\040", " ")))
+    })
+}
+
+/// The cgroup to serve: `--cgroup` (checked to be a cgroup v2 directory)
+/// or the hierarchy's root.
+pub fn choose_cgroup(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(dir) => {
+            if !dir.join("cgroup.procs").exists() {
+                bail!(
+                    "--cgroup {}: not a cgroup v2 directory (no cgroup.procs in it)",
+                    dir.display()
+                );
+            }
+            Ok(dir.to_path_buf())
+        }
+        None => cgroup2_root().context("no cgroup v2 hierarchy is mounted (see /proc/mounts)"),
+    }
+}
+
+/// Loads the sock_ops program and attaches it to `cgroup`. The link lives
+/// as long as the `Ebpf` object; dropping it (or the agent dying) detaches.
+pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> anyhow::Result<()> {
+    let prog: &mut SockOps = ebpf
+        .program_mut(SOCKOPS_PROGRAM)
+        .with_context(|| format!("program {SOCKOPS_PROGRAM} missing from the object"))?
+        .try_into()?;
+    prog.load()
+        .with_context(|| format!("verifier rejected {SOCKOPS_PROGRAM}"))?;
+    let dir = File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+    // A bpf_link (5.7+) always coexists with other programs on the
+    // cgroup; link_create refuses the BPF_F_ALLOW_MULTI flag that
+    // `AllowMultiple` would pass ("Invalid argument"), so: `Single`.
+    prog.attach(dir, CgroupAttachMode::Single)
+        .with_context(|| format!("attaching sock_ops to {}", cgroup.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_in_hybrid_and_unified_layouts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_mount("proc /proc proc rw 0 0\n"), None);
+    }
+}

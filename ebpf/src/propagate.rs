@@ -1,0 +1,181 @@
+//! Trace context for the TCP option path: ids are chosen here, in the
+//! kernel, at the moment a request is written or read, because the option
+//! leaves with the request's segments, long before the agent sees them.
+//!
+//! - A thread reads bytes that start an HTTP request: its trace is the one
+//!   the peer's TCP option brought (RX_CONTEXT), or a new one. The agent is
+//!   told with a ServerContext event, just before the data event.
+//! - A thread writes bytes that start an HTTP request: a new span id, in the
+//!   thread's trace if it is serving a request, else in a new trace. The
+//!   ids go to TX_CONTEXT (for the sock_ops program to write into the
+//!   option) and into the RequestIntent event (for the agent's span).
+//! - The thread writes a response: it serves nothing any more.
+
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::LruHashMap,
+};
+use wirespan_common::{
+    config::{KernelConfig, PROPAGATE_TCP_OPTION},
+    event::{
+        ContextEvent, ContextSource, Counter, Direction, EventHeader, EventKind, ThreadTrace,
+        WireContext,
+    },
+    maps::{RX_CONTEXT_ENTRIES, THREAD_TRACE_ENTRIES, TX_CONTEXT_ENTRIES},
+};
+
+use crate::{counters::bump, maps::EVENTS};
+
+#[map(name = "TX_CONTEXT")]
+pub static TX_CONTEXT: LruHashMap<u64, WireContext> =
+    LruHashMap::with_max_entries(TX_CONTEXT_ENTRIES, 0);
+
+#[map(name = "RX_CONTEXT")]
+pub static RX_CONTEXT: LruHashMap<u64, WireContext> =
+    LruHashMap::with_max_entries(RX_CONTEXT_ENTRIES, 0);
+
+#[map(name = "THREAD_TRACE")]
+pub static THREAD_TRACE: LruHashMap<u64, ThreadTrace> =
+    LruHashMap::with_max_entries(THREAD_TRACE_ENTRIES, 0);
+
+#[inline(always)]
+pub fn enabled(cfg: &KernelConfig) -> bool {
+    cfg.propagation & PROPAGATE_TCP_OPTION != 0
+}
+
+/// The socket cookie of `sk`, or 0 when the socket has none (no sock_ops
+/// program ever asked for it: opened before the agent, or outside its
+/// cgroup) or the offset is unknown.
+#[inline(always)]
+fn cookie(cfg: &KernelConfig, sk: u64) -> u64 {
+    let off = cfg.sock.skc_cookie;
+    if sk == 0 || off == u32::MAX {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates bad addresses.
+    unsafe { bpf_probe_read_kernel((sk as *const u8).add(off as usize).cast::<u64>()) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn random_words(out: &mut [u8]) {
+    let mut i = 0;
+    while i + 4 <= out.len() {
+        // SAFETY: helper without arguments.
+        let r = unsafe { bpf_get_prandom_u32() }.to_ne_bytes();
+        out[i..i + 4].copy_from_slice(&r);
+        i += 4;
+    }
+}
+
+/// Ids for a client request about to be written by thread `id` on `sk`.
+/// All zero when propagation is off or the socket has no cookie (the agent
+/// then chooses the ids itself, as before).
+#[inline(always)]
+pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64) -> WireContext {
+    let mut ctx = WireContext::default();
+    if !enabled(cfg) {
+        return ctx;
+    }
+    let c = cookie(cfg, sk);
+    if c == 0 {
+        return ctx;
+    }
+    // SAFETY: plain value, copied out at once.
+    match unsafe { THREAD_TRACE.get(id) } {
+        Some(t) if t.ambiguous == 0 => ctx.trace_id = t.trace_id,
+        _ => random_words(&mut ctx.trace_id),
+    }
+    random_words(&mut ctx.span_id);
+    let _ = TX_CONTEXT.insert(c, ctx, 0);
+    ctx
+}
+
+/// Thread `id` read bytes starting an HTTP request on `sk`: decide its
+/// trace and tell the agent.
+#[inline(always)]
+pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64) {
+    if !enabled(cfg) {
+        return;
+    }
+    let mut ctx = WireContext::default();
+    let mut source = ContextSource::New;
+    let c = cookie(cfg, sk);
+    if c == 0 {
+        bump(Counter::TcpOptNoCookie);
+    // SAFETY: plain value, copied out at once.
+    } else if let Some(rx) = unsafe { RX_CONTEXT.get(c) } {
+        ctx = *rx;
+        source = ContextSource::TcpOption;
+        // One option, one request: a later request on this connection whose
+        // segment carried none must not inherit it.
+        let _ = RX_CONTEXT.remove(c);
+    }
+    if source == ContextSource::New {
+        random_words(&mut ctx.trace_id);
+    }
+    let mut t = ThreadTrace {
+        trace_id: ctx.trace_id,
+        in_flight: 1,
+        ambiguous: 0,
+    };
+    // SAFETY: plain value, copied out at once.
+    if let Some(prev) = unsafe { THREAD_TRACE.get(id) } {
+        t.in_flight = prev.in_flight.saturating_add(1);
+        t.ambiguous = 1;
+    }
+    let _ = THREAD_TRACE.insert(id, t, 0);
+
+    let Some(mut entry) = EVENTS.reserve::<ContextEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: each bpf_ktime_get_ns call is argument-free.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reserved ring-buffer memory of ContextEvent size; every field
+    // is written before submit.
+    unsafe {
+        (*ev).hdr = EventHeader {
+            kind: EventKind::ServerContext as u8,
+            direction: Direction::Ingress as u8,
+            syscall: 0,
+            flags: 0,
+            tgid: (id >> 32) as u32,
+            tid: id as u32,
+            fd,
+            ts_enter_ns: now,
+            ts_exit_ns: now,
+            sk,
+            ret: 0,
+            captured: 0,
+            _pad1: 0,
+        };
+        (*ev).ctx = ctx;
+        (*ev).source = source as u8;
+        (*ev)._pad = [0; 7];
+    }
+    entry.submit(0);
+    bump(Counter::ControlEvents);
+}
+
+/// Thread `id` wrote bytes starting an HTTP response: one request fewer in
+/// flight; with none left, its next client call starts a new trace.
+#[inline(always)]
+pub fn server_response(cfg: &KernelConfig, id: u64) {
+    if !enabled(cfg) {
+        return;
+    }
+    let Some(t) = THREAD_TRACE.get_ptr_mut(id) else {
+        return;
+    };
+    // SAFETY: live map value of this thread; only this thread updates it
+    // from the kernel.
+    let left = unsafe {
+        (*t).in_flight = (*t).in_flight.saturating_sub(1);
+        (*t).in_flight
+    };
+    if left == 0 {
+        let _ = THREAD_TRACE.remove(id);
+    }
+}
