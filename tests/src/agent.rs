@@ -359,6 +359,12 @@ impl Drop for Agent {
 }
 
 impl Stopped {
+    /// One value of the final counters line (None: no line, or no such
+    /// counter).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters.as_ref()?.get(name)?.as_u64()
+    }
+
     /// Spans satisfying `pred`.
     pub fn spans_where(&self, pred: impl Fn(&Span) -> bool) -> Vec<Span> {
         self.spans.iter().filter(|s| pred(s)).cloned().collect()
