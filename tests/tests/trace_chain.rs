@@ -6,6 +6,7 @@
 //!   in): the ids also travel in the TCP option, and the server side joins
 //!   through it. That the option alone links is proven across two agents
 //!   in `trace_tcp_option.rs`.
+//!
 //! Header injection is not built, so its third run does not exist yet.
 //!
 //! How the agent links here:
