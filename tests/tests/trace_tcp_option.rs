@@ -195,3 +195,70 @@ fn receiver_without_the_agent_gets_intact_uploads_and_keepalive() {
         "nothing in the cgroup receives: no option may be read"
     );
 }
+
+/// With TLS the option still links: curl (agent A, its own cgroup) calls
+/// nginx over HTTPS (agent B, which traces only nginx): the encrypted
+/// request's segments carry curl's span ids, and nginx's span, decoded
+/// from OpenSSL's plaintext, joins curl's trace as its child.
+#[test]
+fn option_links_https_across_two_agents() {
+    if !env::require_ebpf()
+        || !env::require_program("nginx")
+        || !env::require_program("curl")
+        || !wirespan_tests::tls::require_openssl()
+    {
+        return;
+    }
+    let certs = wirespan_tests::tls::Certs::generate();
+    let node_a = TestCgroup::create("tls-a");
+    let node_b = TestCgroup::create("tls-b");
+    node_b.enter();
+    let nginx = wirespan_tests::tls::nginx(&certs);
+    node_b.leave();
+    let (a_dir, b_dir, nginx_pid) = (node_a.arg(), node_b.arg(), nginx.pid().to_string());
+    let agent_a = Agent::start_ready(&["--exe-path", "*/curl", "--cgroup", &a_dir]);
+    let agent_b = Agent::start_ready(&["--pid", &nginx_pid, "--cgroup", &b_dir]);
+
+    node_a.enter();
+    let mut expected = Vec::new();
+    for i in 0..N {
+        let path = format!("/tls-option-{i}");
+        let run = wirespan_tests::tls::curl(
+            &certs,
+            &[&wirespan_tests::tls::https_url(nginx.port, &path)],
+        );
+        assert_eq!(run.only().http_code, 200, "{path} over HTTPS");
+        expected.push(ExpectedTrace::chain(
+            &path,
+            200,
+            &[
+                ("curl CLIENT (agent A)", run.pid, CLIENT, nginx.port),
+                ("nginx SERVER (agent B)", nginx.pid(), SERVER, nginx.port),
+            ],
+        ));
+    }
+    node_a.leave();
+
+    let curl_pids: Vec<u32> = expected.iter().map(|e| e.hops[0].pid).collect();
+    let only = |pids: &[u32]| -> Vec<ExpectedTrace> {
+        expected
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.hops.retain(|h| pids.contains(&h.pid));
+                e
+            })
+            .collect()
+    };
+    let stopped_a = chain::collect(agent_a, &only(&curl_pids));
+    let stopped_b = chain::collect(agent_b, &only(&[nginx.pid()]));
+    let mut spans = stopped_a.spans_where(|s| s.pid().is_some_and(|p| curl_pids.contains(&p)));
+    spans.extend(stopped_b.spans_where(|s| s.pid() == Some(nginx.pid())));
+    let traces = chain::assert_traces("curl (agent A) -> nginx HTTPS (agent B)", &spans, &expected);
+    assert_eq!(traces.len(), N);
+    assert!(
+        counter(&stopped_b, "tcp_options_read") >= N as u64,
+        "agent B read {} options",
+        counter(&stopped_b, "tcp_options_read")
+    );
+}
