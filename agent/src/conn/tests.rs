@@ -800,3 +800,143 @@ mod intent_race {
         );
     }
 }
+
+/// TCP option propagation: the kernel chooses ids and the agent must report
+/// exactly those (they are on the wire).
+mod kernel_context {
+    use std::sync::Mutex;
+
+    use wirespan_common::event::{WireContext, user::KernelContext};
+
+    use super::linking_support::{OK, ev, send};
+    use super::*;
+    use crate::link::Linker;
+
+    const OPT: WireContext = WireContext {
+        trace_id: [7; 16],
+        span_id: [9; 8],
+    };
+
+    fn control(t: &mut ConnTable, kind: EventKind, tid: u32, fd: i32, ctx: KernelContext) {
+        let hdr = EventHeader {
+            kind: kind as u8,
+            tgid: 1,
+            tid,
+            fd,
+            sk: fd as u64 + 100,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        t.on_event(
+            &Event {
+                kind,
+                hdr,
+                data: None,
+                exec_filename: None,
+                intent_tuple: None,
+                context: Some(ctx),
+            },
+            &mut out,
+        );
+    }
+
+    /// Server on fd 4 (port 9000), client call on fd 6 by the same thread.
+    #[test]
+    fn option_parent_and_kernel_client_ids_are_reported() {
+        let mut t = table(Selector::default());
+        let srv = |dir, ts, bytes| ev(1, 1, 4, 9000, 50000, dir, ts, bytes);
+        let up = |dir, ts, bytes| ev(1, 1, 6, 50001, 9100, dir, ts, bytes);
+        let from_peer = KernelContext {
+            ctx: OPT,
+            from_peer: true,
+        };
+        control(&mut t, EventKind::ServerContext, 1, 4, from_peer);
+        send(
+            &mut t,
+            srv(Direction::Ingress, 1, b"GET /a HTTP/1.1\r\n\r\n"),
+        );
+        let call = WireContext {
+            trace_id: OPT.trace_id,
+            span_id: [5; 8],
+        };
+        control(
+            &mut t,
+            EventKind::RequestIntent,
+            1,
+            6,
+            KernelContext {
+                ctx: call,
+                from_peer: false,
+            },
+        );
+        send(
+            &mut t,
+            up(Direction::Egress, 2, b"GET /up HTTP/1.1\r\n\r\n"),
+        );
+        let client = send(&mut t, up(Direction::Ingress, 3, OK));
+        let server = send(&mut t, srv(Direction::Egress, 4, OK));
+        assert_eq!(server[0].trace_id, OPT.trace_id);
+        assert_eq!(server[0].parent_span_id, Some(OPT.span_id));
+        assert_eq!(client[0].trace_id, OPT.trace_id);
+        assert_eq!(client[0].span_id, [5; 8], "the id on the wire");
+        assert_eq!(client[0].parent_span_id, Some(server[0].span_id));
+    }
+
+    /// An inbound traceparent wins over the kernel's new trace, and the
+    /// kernel is told the thread's real trace.
+    #[test]
+    fn traceparent_wins_and_corrects_the_kernel() {
+        let told: Arc<Mutex<Vec<(u64, [u8; 16])>>> = Arc::default();
+        let sink = told.clone();
+        let linker = Linker::with_thread_trace(Box::new(move |k, tr| {
+            if let Ok(mut v) = sink.lock() {
+                v.push((k, tr));
+            }
+        }));
+        let mut t = ConnTable::with_linker(
+            Selector::default(),
+            BootClock::measure(),
+            64,
+            Arc::new(Stats::default()),
+            linker,
+        );
+        let new_trace = KernelContext {
+            ctx: WireContext {
+                trace_id: [3; 16],
+                span_id: [0; 8],
+            },
+            from_peer: false,
+        };
+        control(&mut t, EventKind::ServerContext, 2, 4, new_trace);
+        let req = "GET /a HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+        let srv = |dir, ts, bytes| ev(1, 2, 4, 9000, 50000, dir, ts, bytes);
+        send(&mut t, srv(Direction::Ingress, 1, req.as_bytes()));
+        let server = send(&mut t, srv(Direction::Egress, 2, OK));
+        assert_eq!(server[0].trace_id[0], 0x4b);
+        let told = told.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(told, vec![((1u64 << 32) | 2, server[0].trace_id)]);
+    }
+
+    /// No option and no peer: the server span is a root in the kernel's new
+    /// trace, which the thread's calls carry.
+    #[test]
+    fn new_trace_from_the_kernel_is_used() {
+        let mut t = table(Selector::default());
+        let srv = |dir, ts, bytes| ev(1, 1, 4, 9000, 50000, dir, ts, bytes);
+        let new_trace = KernelContext {
+            ctx: WireContext {
+                trace_id: [3; 16],
+                span_id: [0; 8],
+            },
+            from_peer: false,
+        };
+        control(&mut t, EventKind::ServerContext, 1, 4, new_trace);
+        send(
+            &mut t,
+            srv(Direction::Ingress, 1, b"GET /a HTTP/1.1\r\n\r\n"),
+        );
+        let server = send(&mut t, srv(Direction::Egress, 2, OK));
+        assert_eq!(server[0].trace_id, [3; 16]);
+        assert_eq!(server[0].parent_span_id, None);
+    }
+}
