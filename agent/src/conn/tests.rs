@@ -886,7 +886,8 @@ mod kernel_context {
     /// kernel is told the thread's real trace.
     #[test]
     fn traceparent_wins_and_corrects_the_kernel() {
-        let told: Arc<Mutex<Vec<(u64, [u8; 16])>>> = Arc::default();
+        type Told = Vec<(u64, [u8; 16])>;
+        let told: Arc<Mutex<Told>> = Arc::default();
         let sink = told.clone();
         let linker = Linker::with_thread_trace(Box::new(move |k, tr| {
             if let Ok(mut v) = sink.lock() {
