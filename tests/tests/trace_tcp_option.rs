@@ -262,3 +262,34 @@ fn option_links_https_across_two_agents() {
         counter(&stopped_b, "tcp_options_read")
     );
 }
+
+/// The blocking-socket hazard of header injection (a socket in a SockHash
+/// reads through `tcp_bpf_recvmsg`, and a blocking `recv()` after a large
+/// send and `shutdown(SHUT_WR)` sometimes returns EAGAIN): the configuration
+/// we ship, the TCP option, puts no socket in any SockHash, so 20 rounds of
+/// 64 MB sends by a blocking Python socket inside the agent's cgroup must
+/// all get their answer.
+#[test]
+fn blocking_recv_after_large_send_is_unaffected() {
+    if !env::require_ebpf() {
+        return;
+    }
+    let cg = TestCgroup::create("blocking");
+    let dir = cg.arg();
+    let agent = Agent::start_ready(&["--cgroup", &dir]);
+    cg.enter();
+    let mut cmd = std::process::Command::new(env::python());
+    cmd.arg(env::server_script("blocking_recv.py"))
+        .args(["20", &(64usize << 20).to_string()]);
+    let out =
+        wirespan_tests::clients::run_with_timeout(&mut cmd, std::time::Duration::from_secs(300));
+    cg.leave();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("[test] blocking_recv.py: {}", stdout.trim());
+    assert!(
+        out.status.success(),
+        "blocking recv() failed with the agent's sock_ops attached: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.stop().assert_clean_exit();
+}
