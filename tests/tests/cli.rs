@@ -53,6 +53,18 @@ fn assert_one_line_error(what: &str, out: &Output, mentions: &[&str]) {
     );
 }
 
+/// The agent binary exists and we are root: a non-root run would fail for
+/// that reason before reaching the check a test is about.
+fn require_agent_bin_as_root() -> bool {
+    if !env::require_agent_bin() {
+        return false;
+    }
+    if !env::is_root() {
+        return env::skip("not root (a non-root run would fail for that reason first)");
+    }
+    true
+}
+
 #[test]
 fn unknown_flag_exits_2_with_one_line() {
     if !env::require_agent_bin() {
@@ -64,11 +76,7 @@ fn unknown_flag_exits_2_with_one_line() {
 
 #[test]
 fn nonexistent_pid_exits_2_with_one_line() {
-    if !env::require_agent_bin() {
-        return;
-    }
-    if !env::is_root() {
-        env::skip("not root (a non-root run would fail for that reason first)");
+    if !require_agent_bin_as_root() {
         return;
     }
     let out = run_agent(&["--print", "json", "--pid", "999999999"]);
@@ -92,11 +100,7 @@ fn bad_ring_buffer_size_exits_2_with_one_line() {
 
 #[test]
 fn metrics_addr_in_use_exits_2_with_one_line() {
-    if !env::require_agent_bin() {
-        return;
-    }
-    if !env::is_root() {
-        env::skip("not root (a non-root run would fail for that reason first)");
+    if !require_agent_bin_as_root() {
         return;
     }
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to take");

@@ -45,12 +45,7 @@ fn metrics_match_traffic_and_exit_counters() {
     assert_eq!(metrics::get(addr, "/nope").0, 404, "unknown path");
     assert_eq!(metrics::request(addr, "POST", "/metrics").0, 405, "POST");
 
-    let urls: Vec<String> = (0..REQUESTS)
-        .map(|i| server.url(&format!("/status/200/metrics-{i}")))
-        .collect();
-    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let run = clients::curl(&url_refs);
-    assert!(run.status.success(), "curl: {}", run.stderr);
+    clients::curl_numbered(&server, "/status/200/metrics-", REQUESTS);
     let is_ours = |s: &wirespan_tests::Span| {
         s.kind == SpanKind::Server
             && s.path()

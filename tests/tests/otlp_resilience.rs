@@ -548,15 +548,7 @@ fn collector_killed_mid_run_drops_are_counted_and_memory_stays_bounded() {
     agent.wait_ready();
     let addr = metrics::addr(&agent);
 
-    let curl_paths = |tag: &str, n: u64| {
-        let urls: Vec<String> = (0..n)
-            .map(|i| server.url(&format!("/status/200/{tag}-{i}")))
-            .collect();
-        let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
-        let run = clients::curl(&url_refs);
-        assert!(run.status.success(), "curl: {}", run.stderr);
-    };
-    curl_paths("alive", BEFORE);
+    clients::curl_numbered(&server, "/status/200/alive-", BEFORE);
     let (_, arrived) =
         receiver.wait_until(span_timeout(), |r| r.spans_of(pid).len() as u64 >= BEFORE);
     assert!(
@@ -576,7 +568,7 @@ fn collector_killed_mid_run_drops_are_counted_and_memory_stays_bounded() {
     assert!(export_calls >= 1, "no export call timed:\n{}", before.text);
 
     receiver.kill();
-    curl_paths("dead", AFTER);
+    clients::curl_numbered(&server, "/status/200/dead-", AFTER);
     let (after, moved) = metrics::scrape_until(addr, span_timeout() + BACKOFF_SLACK, |s| {
         s.counter("spans_emitted") == Some(BEFORE + AFTER)
             && s.counter("spans_dropped_export_failed").unwrap_or(0) > 0
