@@ -37,17 +37,8 @@ pub fn addr(agent: &Agent) -> SocketAddr {
 
 /// One raw HTTP/1.1 request; returns the status code and the body.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, GET_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect to the metrics server {addr}: {e}"));
-    s.set_read_timeout(Some(GET_TIMEOUT)).expect("read timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)
-        .unwrap_or_else(|e| panic!("{method} {path}: reading the reply: {e}"));
+    let reply = try_request(addr, method, path)
+        .unwrap_or_else(|e| panic!("{method} {path} to the metrics server {addr}: {e}"));
     let (head, body) = reply
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("{method} {path}: no head in {reply:?}"));
@@ -57,6 +48,20 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("{method} {path}: bad status line in {reply:?}"));
     (code, body.to_string())
+}
+
+/// The raw reply to one request, or why there was none (e.g. the agent
+/// has exited and nothing listens any more).
+pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, GET_TIMEOUT)?;
+    s.set_read_timeout(Some(GET_TIMEOUT))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    Ok(reply)
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {

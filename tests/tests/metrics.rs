@@ -116,7 +116,31 @@ fn metrics_match_traffic_and_exit_counters() {
         "families without a fitting TYPE: {untyped:?}"
     );
 
+    // While the agent shuts down, /readyz goes from 200 to 503 (once the
+    // signal is handled) and never back; then nothing listens. How long the
+    // 503 phase lasts depends on how fast the kernel detaches the probes,
+    // so only the order is asserted.
+    let poller = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while let Ok(reply) = metrics::try_request(addr, "GET", "/readyz") {
+            let status = reply.split(' ').nth(1).unwrap_or("?").to_string();
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        seen
+    });
     let stopped = agent.stop();
+    let phases = poller.join().expect("readyz poller");
+    eprintln!("[test] /readyz during shutdown: {phases:?}, then connection refused");
+    assert!(
+        matches!(
+            phases.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            [] | ["200"] | ["503"] | ["200", "503"]
+        ),
+        "/readyz during shutdown went {phases:?}; want 200 then 503, never back"
+    );
     stopped.assert_clean_exit();
     let counters = stopped.counters.clone().unwrap_or_default();
     let mut problems = Vec::new();
