@@ -1,6 +1,6 @@
 //! Reads the kernel's ring buffer on tokio and drives the connection table.
 
-use std::sync::{Arc, mpsc::SyncSender};
+use std::sync::{Arc, atomic::Ordering::Relaxed, mpsc::SyncSender};
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
@@ -69,6 +69,10 @@ fn drain(
         add(&stats.events, 1);
         match decode(&item) {
             Ok(ev) => {
+                // A plain index: every kind's u8 is below EVENT_KIND_SLOTS.
+                if let Some(c) = stats.events_by_kind.get(ev.kind as usize) {
+                    add(c, 1);
+                }
                 // New programs may bring their own OpenSSL (see `tls`).
                 if ev.kind == EventKind::ProcessExec && execs.try_send(ev.hdr.tgid).is_err() {
                     add(&stats.exec_scans_dropped, 1);
@@ -90,4 +94,7 @@ fn drain(
             }
         }
     }
+    // Once per wake-up, not per event: a gauge only needs to be current
+    // when scraped.
+    stats.conns_tracked.store(table.len() as u64, Relaxed);
 }

@@ -84,6 +84,22 @@ pub struct Cli {
     #[arg(long, env = "WIRESPAN_CGROUP", value_name = "DIR")]
     pub cgroup: Option<std::path::PathBuf>,
 
+    /// Size of the kernel-to-agent ring buffer in bytes: a power of two
+    /// and a multiple of the page size. Events that find it full are lost
+    /// and counted (`ringbuf_full`); a bigger buffer absorbs longer bursts
+    /// at the cost of locked kernel memory.
+    #[arg(long, env = "WIRESPAN_RING_BUFFER_BYTES", value_name = "BYTES",
+          default_value_t = wirespan_common::maps::EVENTS_BYTES,
+          value_parser = parse_ring_buffer_bytes)]
+    pub ring_buffer_bytes: u32,
+
+    /// Serve the agent's own metrics (Prometheus text format) on
+    /// `GET /metrics`, with `/healthz` and `/readyz`, at this address, e.g.
+    /// `127.0.0.1:9464` or `0.0.0.0:9464`. Port 0 picks a free port (logged
+    /// on stderr). Off by default.
+    #[arg(long, env = "WIRESPAN_METRICS_ADDR", value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Log level for the agent's own messages on stderr (error, warn, info,
     /// debug, trace).
     #[arg(long, env = "WIRESPAN_LOG_LEVEL", default_value = "info")]
@@ -102,6 +118,30 @@ impl Cli {
             PrintMode::Text
         })
     }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(page).unwrap_or(4096)
+}
+
+/// The kernel takes a ring buffer of a power of two pages only.
+fn parse_ring_buffer_bytes(s: &str) -> Result<u32, String> {
+    let page = page_size();
+    let hint = format!(
+        "must be a power of two and a multiple of the page size ({page}), e.g. {} or {}",
+        page * 2,
+        wirespan_common::maps::EVENTS_BYTES
+    );
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes; it {hint}"))?;
+    if !n.is_power_of_two() || !n.is_multiple_of(page) {
+        return Err(format!("{n} bytes: the ring buffer size {hint}"));
+    }
+    Ok(n)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -200,6 +240,26 @@ mod tests {
         assert_eq!(cli.print_mode(true), PrintMode::Off);
         let cli = Cli::try_parse_from(["wirespan", "--print", "json"]).unwrap();
         assert_eq!(cli.print_mode(true), PrintMode::Json);
+    }
+
+    #[test]
+    fn ring_buffer_sizes() {
+        let page = page_size();
+        assert_eq!(parse_ring_buffer_bytes(&page.to_string()), Ok(page));
+        assert_eq!(parse_ring_buffer_bytes("8388608"), Ok(8 << 20));
+        for bad in [
+            "0",
+            "1000",
+            &(page * 3).to_string(),
+            &(page / 2).to_string(),
+            "8M",
+            "-4096",
+        ] {
+            assert!(parse_ring_buffer_bytes(bad).is_err(), "{bad} accepted");
+        }
+        let cli = Cli::try_parse_from(["wirespan"]).unwrap();
+        assert_eq!(cli.ring_buffer_bytes, wirespan_common::maps::EVENTS_BYTES);
+        assert!(cli.metrics_addr.is_none());
     }
 
     #[test]

@@ -275,9 +275,10 @@ pub fn ensure_tracefs() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads and attaches everything; returns the live object (dropping it
+/// Loads and attaches everything, with a ring buffer of `ring_bytes`
+/// (validated by the flag's parser); returns the live object (dropping it
 /// detaches every program).
-pub fn load(cfg: &KernelConfig, pids: &[u32]) -> anyhow::Result<Ebpf> {
+pub fn load(cfg: &KernelConfig, pids: &[u32], ring_bytes: u32) -> anyhow::Result<Ebpf> {
     if OBJECT.is_empty() {
         bail!(
             "this wirespan was built without eBPF probes (WIRESPAN_EBPF_OBJ=none); build it with `cargo xtask build`"
@@ -291,6 +292,7 @@ pub fn load(cfg: &KernelConfig, pids: &[u32]) -> anyhow::Result<Ebpf> {
     };
     let mut ebpf = EbpfLoader::new()
         .override_global(wirespan_common::maps::CONFIG, cfg, true)
+        .map_max_entries(wirespan_common::maps::EVENTS, ring_bytes)
         .load(OBJECT)
         .context("loading the eBPF object into the kernel")?;
     // The kernel-side `--pid` filter, filled before anything is attached.

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run::run(cli, export)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<run::UsageError>().is_some() => {
+            eprintln!("wirespan: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("wirespan: {e:#}");
             ExitCode::FAILURE

@@ -9,11 +9,11 @@ use std::{
 };
 
 use anyhow::Context;
-use aya::maps::{PerCpuArray, RingBuf};
+use aya::maps::RingBuf;
 use log::{info, warn};
 use wirespan_common::{
     config::{FdTableOffsets, KernelConfig, PROPAGATE_TCP_OPTION, SockOffsets},
-    event::{Counter, ThreadTrace},
+    event::ThreadTrace,
     maps,
 };
 
@@ -24,8 +24,10 @@ use crate::{
     config::{Cli, PrintMode, Propagation},
     conn::ConnTable,
     export::{Exporter, JsonLines, otlp_exporter::OtlpExporter, text::TextLines},
+    kernel_counters::KernelCounters,
     link::{Linker, ThreadTraceSink},
     loader,
+    metrics::{self, Readiness},
     otel_env::{ExportSettings, Protocol},
     pipeline::{BatchConfig, MakeExporter, Output, Pipeline},
     probe::KernelFeatures,
@@ -59,6 +61,8 @@ pub enum UsageError {
     NoSuchPid(u32),
     #[error("--pid: {0} pids given, at most {max} are supported; select by --exe-path instead", max = wirespan_common::maps::SELECTED_PIDS_ENTRIES)]
     TooManyPids(usize),
+    #[error(transparent)]
+    MetricsAddr(#[from] metrics::BindError),
 }
 
 /// Capability bits the agent needs, from linux/capability.h.
@@ -172,6 +176,12 @@ fn exporter(cli: &Cli, export: &ExportSettings, stats: &Arc<Stats>) -> Vec<Outpu
 }
 
 pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
+    // First, so that a taken port fails fast, before anything is loaded.
+    let metrics_listener = cli
+        .metrics_addr
+        .map(metrics::bind)
+        .transpose()
+        .map_err(UsageError::from)?;
     loader::ensure_tracefs()?;
     let features = KernelFeatures::probe();
     info!("{features}");
@@ -193,7 +203,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
             0
         },
     };
-    let mut ebpf = loader::load(&kcfg, &cli.pids)?;
+    let mut ebpf = loader::load(&kcfg, &cli.pids, cli.ring_buffer_bytes)?;
     if let Some(dir) = &cgroup {
         match sockops::attach(&mut ebpf, dir) {
             Ok(()) => info!(
@@ -208,11 +218,25 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     let linker =
         thread_trace_sink(&mut ebpf).map_or_else(Linker::default, Linker::with_thread_trace);
     let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?)?;
+    // Read by scrapes while capture runs and for the exit line, while the
+    // TLS attacher owns the rest of the object.
+    let kernel_counters = Arc::new(KernelCounters::take(&mut ebpf)?);
     let mut tls = TlsAttacher::new(&cli.pids);
     tls.load(&mut ebpf);
     tls.scan_all(&mut ebpf);
 
     let stats = Arc::new(Stats::default());
+    let readiness = Arc::new(Readiness::default());
+    if let Some(listener) = metrics_listener {
+        metrics::spawn(
+            listener,
+            metrics::Sources {
+                stats: stats.clone(),
+                kernel: kernel_counters.clone(),
+                readiness: readiness.clone(),
+            },
+        )?;
+    }
     let selector = Selector {
         pids: cli.pids.clone(),
         exe_path: cli.exe_path.clone(),
@@ -241,9 +265,11 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         exec_tx,
         stop_rx,
     ));
+    readiness.set_ready();
     eprintln!("wirespan: ready (tracing {})", describe_scope(&cli));
 
     wait_for_signal().await?;
+    readiness.set_stopping();
     info!("stopping");
     let deadline = Instant::now() + export.shutdown_timeout;
     pipeline.begin_shutdown(deadline);
@@ -253,7 +279,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     // takes about 2 s on 6.18 (an RCU wait per tracepoint link), so it runs
     // while the outputs flush instead of after them.
     let (ebpf, tls) = attacher.await.context("TLS attacher panicked")?;
-    let mut kernel = kernel_counters(&ebpf);
+    let mut kernel = kernel_counters.read();
     kernel.push(("tls_files_probed", tls.files_attached));
     kernel.push(("tls_unsupported_executables", tls.unsupported_executables));
     let detach = tokio::task::spawn_blocking(move || loader::detach_all(ebpf));
@@ -373,26 +399,6 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
-}
-
-fn kernel_counters(ebpf: &aya::Ebpf) -> Vec<(&'static str, u64)> {
-    let Some(map) = ebpf.map(maps::COUNTERS) else {
-        return Vec::new();
-    };
-    let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
-        return Vec::new();
-    };
-    Counter::ALL
-        .iter()
-        .map(|c| {
-            (
-                c.name(),
-                arr.get(&(*c as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0),
-            )
-        })
-        .collect()
 }
 
 fn print_counters(stats: &Stats, kernel: &[(&'static str, u64)]) {

@@ -1,16 +1,37 @@
 //! The agent's own counters: every drop is counted somewhere here or in the
-//! kernel's per-CPU COUNTERS map.
+//! kernel's per-CPU COUNTERS map. All are atomics bumped on the hot path;
+//! formatting (the exit line, `/metrics`) happens only when they are read.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::metrics::histogram::Histogram;
+
+/// Slots in [`Stats::events_by_kind`]: one per `EventKind` value (1 to 8),
+/// indexed by the kind's `u8`.
+pub const EVENT_KIND_SLOTS: usize = 9;
 
 macro_rules! counters {
     ($($name:ident: $doc:literal),* $(,)?) => {
         #[derive(Debug, Default)]
-        pub struct Stats { $(#[doc = $doc] pub $name: AtomicU64,)* }
+        pub struct Stats {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+            /// Decoded ring-buffer records per `EventKind` (index: its `u8`).
+            pub events_by_kind: [AtomicU64; EVENT_KIND_SLOTS],
+            /// Connections in the table now (a gauge, set by capture).
+            pub conns_tracked: AtomicU64,
+            /// How long each OTLP export call took, retries included.
+            pub export_latency: Histogram,
+        }
 
         impl Stats {
+            /// The counters, for the exit line: name and value.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Relaxed)),)*]
+            }
+
+            /// The counters with their descriptions, for `/metrics`.
+            pub fn described(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $doc, self.$name.load(Relaxed)),)*]
             }
         }
     };

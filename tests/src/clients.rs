@@ -141,6 +141,18 @@ impl CurlRun {
 
 const WRITE_OUT_MARK: &str = "\n@@wirespan-transfer ";
 
+/// One curl process GETting `PREFIX0` .. `PREFIX{n-1}` from `server` (one
+/// connection, kept alive); panics unless curl succeeds.
+pub fn curl_numbered(server: &crate::servers::Server, prefix: &str, n: u64) -> CurlRun {
+    let urls: Vec<String> = (0..n)
+        .map(|i| server.url(&format!("{prefix}{i}")))
+        .collect();
+    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let run = curl(&url_refs);
+    assert!(run.status.success(), "curl {prefix}0..{n}: {}", run.stderr);
+    run
+}
+
 /// Runs `curl -sS --noproxy '*' ARGS...`, timing it. Each transfer's status
 /// and connection reuse come from `--write-out`. Panics only if curl cannot
 /// be spawned; the caller checks the exit status.

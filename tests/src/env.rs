@@ -61,12 +61,12 @@ pub fn otlp_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// [`otlp_python`] exists and imports the OTLP trace service messages.
-pub fn require_otlp_python() -> bool {
-    const IMPORT: &str = "import opentelemetry.proto.collector.trace.v1.trace_service_pb2";
+/// True when [`otlp_python`] runs `import`; otherwise skips (or fails
+/// under CI) with a pointer to `cargo xtask setup`.
+fn require_otlp_python_import(import: &str) -> bool {
     let python = otlp_python();
     let works = std::process::Command::new(&python)
-        .args(["-c", IMPORT])
+        .args(["-c", import])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -74,7 +74,7 @@ pub fn require_otlp_python() -> bool {
         .is_ok_and(|s| s.success());
     if !works {
         return skip(&format!(
-            "{} cannot `{IMPORT}` (create the venv with `cargo xtask setup`, \
+            "{} cannot `{import}` (create or update the venv with `cargo xtask setup`, \
              or set WIRESPAN_OTLP_PYTHON)",
             python.display()
         ));
@@ -82,28 +82,24 @@ pub fn require_otlp_python() -> bool {
     true
 }
 
+/// [`otlp_python`] exists and imports the OTLP trace service messages.
+pub fn require_otlp_python() -> bool {
+    require_otlp_python_import("import opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+}
+
 /// [`otlp_python`] has `grpcio` and opentelemetry-proto's gRPC service
 /// stubs too: what `tests/otlp/receiver.py`, the OTLP receiver of the export
 /// tests, needs.
 pub fn require_otlp_receiver() -> bool {
-    const IMPORT: &str =
-        "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc";
-    let python = otlp_python();
-    let works = std::process::Command::new(&python)
-        .args(["-c", IMPORT])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !works {
-        return skip(&format!(
-            "{} cannot `{IMPORT}` (create or update the venv with `cargo xtask setup`, \
-             or set WIRESPAN_OTLP_PYTHON)",
-            python.display()
-        ));
-    }
-    true
+    require_otlp_python_import(
+        "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
+    )
+}
+
+/// [`otlp_python`] has PyPI's `prometheus_client`, whose parser reads the
+/// agent's `/metrics` in the metrics tests.
+pub fn require_prometheus_client() -> bool {
+    require_otlp_python_import("import prometheus_client.parser")
 }
 
 /// True when `CI` says we run in continuous integration.

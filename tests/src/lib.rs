@@ -20,6 +20,7 @@ pub mod clients;
 pub mod data;
 pub mod env;
 pub mod expect;
+pub mod metrics;
 pub mod otlp;
 pub mod servers;
 pub mod span;

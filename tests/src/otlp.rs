@@ -355,6 +355,16 @@ impl Receiver {
         }
     }
 
+    /// Kills the receiver (the collector goes away mid-run); what it
+    /// recorded stays readable through [`Receiver::records`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Kills exactly the process we spawned (std uses its pid).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// `GET /_receiver/stats`: the receiver's counters.
     pub fn stats(&self) -> Value {
         self.control_request("GET", "/_receiver/stats", "")
@@ -391,11 +401,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Kills exactly the process we spawned (std uses its pid).
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }
 

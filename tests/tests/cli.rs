@@ -58,6 +58,18 @@ fn assert_one_line_error(what: &str, out: &Output, mentions: &[&str]) {
     );
 }
 
+/// The agent binary exists and we are root: a non-root run would fail for
+/// that reason before reaching the check a test is about.
+fn require_agent_bin_as_root() -> bool {
+    if !env::require_agent_bin() {
+        return false;
+    }
+    if !env::is_root() {
+        return env::skip("not root (a non-root run would fail for that reason first)");
+    }
+    true
+}
+
 #[test]
 fn unknown_flag_exits_2_with_one_line() {
     if !env::require_agent_bin() {
@@ -69,15 +81,39 @@ fn unknown_flag_exits_2_with_one_line() {
 
 #[test]
 fn nonexistent_pid_exits_2_with_one_line() {
-    if !env::require_agent_bin() {
-        return;
-    }
-    if !env::is_root() {
-        env::skip("not root (a non-root run would fail for that reason first)");
+    if !require_agent_bin_as_root() {
         return;
     }
     let out = run_agent(&["--print", "json", "--pid", "999999999"]);
     assert_one_line_error("--pid 999999999", &out, &["999999999"]);
+}
+
+#[test]
+fn bad_ring_buffer_size_exits_2_with_one_line() {
+    if !env::require_agent_bin() {
+        return;
+    }
+    for bad in ["5000", "12288", "1024", "lots"] {
+        let out = run_agent(&["--print", "json", "--ring-buffer-bytes", bad]);
+        assert_one_line_error(
+            &format!("--ring-buffer-bytes {bad}"),
+            &out,
+            &["--ring-buffer-bytes", "power of two"],
+        );
+    }
+}
+
+#[test]
+fn metrics_addr_in_use_exits_2_with_one_line() {
+    if !require_agent_bin_as_root() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to take");
+    let addr = taken.local_addr().expect("local addr").to_string();
+    let out = run_agent(&["--print", "json", "--metrics-addr", &addr]);
+    assert_one_line_error("--metrics-addr in use", &out, &["--metrics-addr", &addr]);
+    let out = run_agent(&["--print", "json", "--metrics-addr", "localhost"]);
+    assert_one_line_error("--metrics-addr without a port", &out, &["--metrics-addr"]);
 }
 
 #[test]
@@ -140,6 +176,8 @@ fn help_explains_every_flag() {
         "--exe-path",
         "--open-ports",
         "--capture-bytes",
+        "--ring-buffer-bytes",
+        "--metrics-addr",
     ] {
         assert!(
             stdout.contains(flag),

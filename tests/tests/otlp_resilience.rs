@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use wirespan_tests::agent::span_timeout;
 use wirespan_tests::clients;
 use wirespan_tests::env;
+use wirespan_tests::metrics;
 use wirespan_tests::otlp::{self, Options, Receiver, Records};
 use wirespan_tests::servers::{Server, free_port};
 use wirespan_tests::{Agent, Stopped};
@@ -517,4 +518,92 @@ fn grpc_hanging_collector_times_out_tracing_goes_on_sigint_exits() {
 #[test]
 fn http_hanging_collector_times_out_tracing_goes_on_then_recovers() {
     hanging_collector("http/protobuf", true);
+}
+
+/// The collector dies mid-run. Spans made before are exported; spans made
+/// after are retried until `OTEL_BSP_EXPORT_TIMEOUT` (1 s here) and then
+/// counted as dropped, which `/metrics` shows while the agent runs. At exit
+/// every span is accounted for (`spans_emitted == spans_exported +
+/// dropped`) and peak RSS stayed under [`RSS_BOUND_KIB`].
+#[test]
+fn collector_killed_mid_run_drops_are_counted_and_memory_stays_bounded() {
+    if !env::require_ebpf() || !env::require_otlp_receiver() || !env::require_prometheus_client() {
+        return;
+    }
+    const BEFORE: u64 = 10;
+    const AFTER: u64 = 40;
+
+    let mut receiver = Receiver::start(&Options::default());
+    let server = Server::python();
+    let pid = server.pid();
+    let mut envs = otlp::exporter_env(&receiver.grpc_endpoint(), "grpc");
+    envs.extend([
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+        ("OTEL_BSP_EXPORT_TIMEOUT".to_string(), "1000".to_string()),
+    ]);
+    let agent = Agent::start_with_env(
+        &["--pid", &pid.to_string(), "--metrics-addr", "127.0.0.1:0"],
+        &envs,
+    );
+    agent.wait_ready();
+    let addr = metrics::addr(&agent);
+
+    clients::curl_numbered(&server, "/status/200/alive-", BEFORE);
+    let (_, arrived) =
+        receiver.wait_until(span_timeout(), |r| r.spans_of(pid).len() as u64 >= BEFORE);
+    assert!(
+        arrived,
+        "the first {BEFORE} spans did not reach the receiver"
+    );
+    let (before, exported) = metrics::scrape_until(addr, span_timeout(), |s| {
+        s.counter("spans_exported") == Some(BEFORE)
+    });
+    assert!(
+        exported,
+        "/metrics never showed {BEFORE} spans exported:\n{}",
+        before.text
+    );
+    let dropped_before = before.sum("wirespan_spans_dropped_total");
+    let export_calls = before.count("wirespan_otlp_export_duration_seconds_count", &[]);
+    assert!(export_calls >= 1, "no export call timed:\n{}", before.text);
+
+    receiver.kill();
+    clients::curl_numbered(&server, "/status/200/dead-", AFTER);
+    let (after, moved) = metrics::scrape_until(addr, span_timeout() + BACKOFF_SLACK, |s| {
+        s.counter("spans_emitted") == Some(BEFORE + AFTER)
+            && s.counter("spans_dropped_export_failed").unwrap_or(0) > 0
+    });
+    let peak_kib = agent.status_kib("VmHWM").unwrap_or(0);
+    let stopped = agent.stop();
+    let records = receiver.records();
+
+    stopped.assert_clean_exit();
+    let counters = counters_of(&stopped);
+    let mut problems = Vec::new();
+    if !moved {
+        problems.push(format!(
+            "/metrics never showed spans_dropped_total{{reason=\"export_failed\"}} > 0 after \
+             the collector died (dropped before: {dropped_before}):\n{}",
+            after.text
+        ));
+    }
+    check_accounting(
+        &mut problems,
+        &counters,
+        records.spans_of(pid).len(),
+        BEFORE + AFTER,
+    );
+    if peak_kib == 0 {
+        problems.push("could not read the agent's VmHWM".into());
+    } else if peak_kib > RSS_BOUND_KIB {
+        problems.push(format!(
+            "agent peak RSS {peak_kib} KiB exceeds the bound {RSS_BOUND_KIB} KiB"
+        ));
+    }
+    eprintln!(
+        "[test] collector killed: {} spans accepted, dropped at exit {}, peak RSS {peak_kib} KiB",
+        records.spans_of(pid).len(),
+        otlp::spans_dropped(&counters)
+    );
+    fail_with("collector killed mid-run", &problems, &records, &stopped);
 }

@@ -244,11 +244,14 @@ const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 /// is compiled.
 /// The SDK and its urllib instrumentation play an instrumented client in
 /// the trace-context tests (a server span must join the SDK's trace).
+/// `prometheus-client` (pure Python) parses the agent's `/metrics` in the
+/// metrics tests: a Prometheus text parser we did not write.
 pub const OTLP_VENV_PACKAGES: &[&str] = &[
     "opentelemetry-proto==1.45.2",
     "grpcio==1.85.1",
     "opentelemetry-sdk==1.45.1",
     "opentelemetry-instrumentation-urllib==0.66b1",
+    "prometheus-client==0.26.0",
 ];
 
 /// Importing these proves the venv is usable: the OTLP/JSON interop test
@@ -256,7 +259,7 @@ pub const OTLP_VENV_PACKAGES: &[&str] = &[
 /// A venv made before grpcio was added fails this, so the step re-runs.
 const OTLP_IMPORT: &str = "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2, \
      opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc, \
-     opentelemetry.sdk.trace, opentelemetry.instrumentation.urllib";
+     opentelemetry.sdk.trace, opentelemetry.instrumentation.urllib, prometheus_client.parser";
 
 /// `target/otlp-venv`: a Python venv holding PyPI's `opentelemetry-proto`
 /// (and its `protobuf` dependency) and `grpcio`, an OTLP implementation we did

@@ -5,7 +5,7 @@
 //! between batches) and is driven from its pipeline thread, so nothing it
 //! does can stall capture.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use log::{debug, warn};
 use tokio::runtime::Runtime;
@@ -97,7 +97,12 @@ impl Exporter for OtlpExporter {
         let n = batch.len() as u64;
         let inner = &mut self.inner;
         match &self.rt {
-            Some(rt) if !inner.shutdown.passed() => rt.block_on(inner.export(batch)),
+            Some(rt) if !inner.shutdown.passed() => {
+                let started = Instant::now();
+                let result = rt.block_on(inner.export(batch));
+                inner.stats.export_latency.observe(started.elapsed());
+                result
+            }
             _ => {
                 add(&inner.stats.spans_dropped_shutdown, n);
                 Err(ExportError::Shutdown)
