@@ -1,9 +1,8 @@
 //! `bpf-stats`: what each of the agent's eBPF programs costs in the kernel.
 //! With `kernel.bpf_stats_enabled=1` (the previous value is restored after,
 //! also on error) the kernel counts each program's runs and run time;
-//! `bpftool prog show --json` reads them. The agent's programs are those
-//! whose `pids` name the agent (so another agent on the machine is not
-//! counted). The counts are taken before and after a fixed-rate load
+//! the agent's open program fds (`/proc/PID/fdinfo`) show them, so another
+//! agent on the machine is not counted. The counts are taken before and after a fixed-rate load
 //! traced by a fresh agent (`--print off`: the kernel side does not depend
 //! on the output), so start-up is left out. The tracepoint programs run on
 //! every syscall of every process and filter by pid inside, so on a shared
@@ -65,8 +64,59 @@ struct Prog {
     run_time_ns: u64,
 }
 
-/// The programs `pid` holds, by id, from `bpftool prog show --json`.
+/// The programs `pid` holds, by id: each open BPF program fd's
+/// `/proc/PID/fdinfo` gives its id and, with stats enabled, `run_cnt` and
+/// `run_time_ns` (exactly this process's programs, whatever else is loaded;
+/// bpftool's own `pids` need a bpftool built with BPF skeletons). Names and
+/// types come from `bpftool prog show --json`.
 fn programs_of(pid: u32) -> Result<BTreeMap<u64, Prog>> {
+    let names = bpftool_names()?;
+    let dir = format!("/proc/{pid}/fd");
+    let mut progs = BTreeMap::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(entry) = entry else { continue };
+        let is_prog =
+            fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        // The fd may close between the two reads: skip it then.
+        let Ok(text) = fs::read_to_string(&info) else {
+            continue;
+        };
+        if let Some((id, mut prog)) = parse_fdinfo(&text) {
+            if let Some((name, kind)) = names.get(&id) {
+                prog.name.clone_from(name);
+                prog.kind.clone_from(kind);
+            }
+            progs.insert(id, prog);
+        }
+    }
+    Ok(progs)
+}
+
+/// `prog_id`, `run_cnt` and `run_time_ns` of a BPF program fd's fdinfo.
+fn parse_fdinfo(text: &str) -> Option<(u64, Prog)> {
+    let field = |k: &str| {
+        text.lines().find_map(|l| {
+            let v = l.strip_prefix(k)?.strip_prefix(':')?;
+            v.trim().parse::<u64>().ok()
+        })
+    };
+    Some((
+        field("prog_id")?,
+        Prog {
+            name: "?".to_string(),
+            kind: "?".to_string(),
+            run_cnt: field("run_cnt").unwrap_or(0),
+            run_time_ns: field("run_time_ns").unwrap_or(0),
+        },
+    ))
+}
+
+/// Program id -> (name, type), from `bpftool prog show --json`.
+fn bpftool_names() -> Result<BTreeMap<u64, (String, String)>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -78,30 +128,20 @@ fn programs_of(pid: u32) -> Result<BTreeMap<u64, Prog>> {
         );
     }
     let all: Value = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
-    Ok(select(&all, pid))
-}
-
-fn select(all: &Value, pid: u32) -> BTreeMap<u64, Prog> {
-    all.as_array()
+    Ok(all
+        .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| {
-            p["pids"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|e| e["pid"].as_u64() == Some(u64::from(pid))))
-        })
         .filter_map(|p| {
             Some((
                 p["id"].as_u64()?,
-                Prog {
-                    name: p["name"].as_str().unwrap_or("?").to_string(),
-                    kind: p["type"].as_str().unwrap_or("?").to_string(),
-                    run_cnt: p["run_cnt"].as_u64().unwrap_or(0),
-                    run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
-                },
+                (
+                    p["name"].as_str().unwrap_or("?").to_string(),
+                    p["type"].as_str().unwrap_or("?").to_string(),
+                ),
             ))
         })
-        .collect()
+        .collect())
 }
 
 pub fn run(cx: &mut Ctx) -> Result<Section> {
@@ -115,10 +155,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
     let before = programs_of(pid)?;
     if before.is_empty() {
         agent::stop(cx.guard, pid, &lines)?;
-        bail!(
-            "bpftool shows no programs held by the agent (pid {pid}): this bpftool may lack \
-             pid information (`pids` in `bpftool prog show --json`)"
-        );
+        bail!("the agent (pid {pid}) holds no BPF program fds (/proc/{pid}/fdinfo)");
     }
     note(format!(
         "{} programs held by the agent; {RATE} req/s for {} s",
@@ -198,7 +235,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         "total_run_time_ns": total_ns,
         "total_ns_per_request": per_req,
         "kernel_cpu_pct_of_core": cpu_pct,
-        "selection": "bpftool prog show --json, programs whose pids include the agent's",
+        "selection": "the BPF program fds the agent holds (/proc/PID/fdinfo: prog_id, run_cnt, run_time_ns); names from bpftool prog show --json",
         "programs": progs.iter().map(|(id, p)| json!({
             "id": id,
             "name": p.name,
@@ -229,16 +266,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn programs_are_selected_by_pid() {
-        let all = json!([
-            {"id": 7, "type": "tracepoint", "name": "sys_enter_read", "run_time_ns": 900,
-             "run_cnt": 3, "pids": [{"pid": 42, "comm": "wirespan"}]},
-            {"id": 8, "type": "tracepoint", "name": "other", "pids": [{"pid": 43, "comm": "x"}]},
-            {"id": 9, "type": "kprobe", "name": "nopids"}
-        ]);
-        let got = select(&all, 42);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[&7].run_cnt, 3);
-        assert_eq!(got[&7].run_time_ns, 900);
+    fn fdinfo_is_read() {
+        let text = "pos:\t0\nflags:\t02000002\nprog_type:\t5\nprog_id:\t77\n\
+                    run_time_ns:\t12345\nrun_cnt:\t9\nrecursion_misses:\t0\n";
+        let (id, p) = parse_fdinfo(text).unwrap();
+        assert_eq!((id, p.run_cnt, p.run_time_ns), (77, 9, 12345));
+        assert!(parse_fdinfo("pos:\t0\n").is_none());
     }
 }

@@ -131,6 +131,7 @@ fn one_rate(cx: &mut Ctx, rate: u32, length: Duration) -> Result<(Value, Option<
         "target_rate": rate,
         "achieved_rate": load.achieved_rate,
         "seconds": load.seconds,
+        "requests_scheduled": load.scheduled,
         "requests_completed": load.completed,
         "request_errors": load.errors,
         "non_2xx": load.non_2xx,

@@ -124,6 +124,8 @@ pub fn round(conns: &mut [Conn]) -> Result<u64> {
 /// What one fixed-rate run achieved.
 #[derive(Debug, Clone)]
 pub struct RateRun {
+    /// Requests the schedule held (rate x length).
+    pub scheduled: u64,
     pub seconds: f64,
     pub completed: u64,
     pub non_2xx: u64,
@@ -154,11 +156,13 @@ pub fn fixed_rate(
     let interval = Duration::from_secs_f64(f64::from(connections) / f64::from(rate));
     let started = Instant::now() + Duration::from_millis(50);
     let end = started + length;
+    // A load that cannot keep up sends its backlog late, but not forever.
+    let hard_end = end + (length / 10).max(Duration::from_secs(1));
     let results: Vec<Result<Worker>> = thread::scope(|s| {
         let workers: Vec<_> = (0..connections)
             .map(|i| {
                 let first = started + interval.mul_f64(f64::from(i) / f64::from(connections));
-                s.spawn(move || worker(port, first, interval, end, cpu))
+                s.spawn(move || worker(port, first, interval, (end, hard_end), cpu))
             })
             .collect();
         while workers.iter().any(|w| !w.is_finished()) {
@@ -190,6 +194,7 @@ pub fn fixed_rate(
         latencies.get(i).map(|us| us / 1e6)
     };
     Ok(RateRun {
+        scheduled: (f64::from(rate) * length.as_secs_f64()).round() as u64,
         seconds,
         completed,
         non_2xx,
@@ -211,7 +216,7 @@ fn worker(
     port: u16,
     first: Instant,
     interval: Duration,
-    end: Instant,
+    (end, hard_end): (Instant, Instant),
     cpu: Option<usize>,
 ) -> Result<Worker> {
     if let Some(cpu) = cpu {
@@ -225,7 +230,7 @@ fn worker(
         latencies_us: Vec::new(),
     };
     let mut due = first;
-    while due < end && util::caught_signal().is_none() {
+    while due < end && Instant::now() < hard_end && util::caught_signal().is_none() {
         // Pacing, not synchronization: wait until this request is due. A
         // late request is sent at once (open loop), its lateness counted
         // in its latency.
