@@ -122,8 +122,10 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     };
     let ratio = |f: &dyn Fn(&Run) -> Option<f64>| Some(med(true, f)? / med(false, f)?);
     let throughput = ratio(&|r| Some(r.rps));
-    let p50 = ratio(&|r| r.latency.p50);
-    let p99 = ratio(&|r| r.latency.p99);
+    let p50_ms = |r: &Run| r.latency.p50.map(|s| s * 1e3);
+    let p99_ms = |r: &Run| r.latency.p99.map(|s| s * 1e3);
+    let p50 = ratio(&p50_ms);
+    let p99 = ratio(&p99_ms);
     let pairs: Vec<f64> = all
         .iter()
         .filter(|a| a.agent)
@@ -146,14 +148,27 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         "pair_throughput_ratios": pairs,
         "latency_p50_ratio": p50,
         "latency_p99_ratio": p99,
-        "none_latency_p50_ms_median": med(false, &|r| r.latency.p50.map(|s| s * 1e3)),
-        "none_latency_p99_ms_median": med(false, &|r| r.latency.p99.map(|s| s * 1e3)),
-        "agent_latency_p50_ms_median": med(true, &|r| r.latency.p50.map(|s| s * 1e3)),
-        "agent_latency_p99_ms_median": med(true, &|r| r.latency.p99.map(|s| s * 1e3)),
+        "none_latency_p50_ms_median": med(false, &p50_ms),
+        "none_latency_p99_ms_median": med(false, &p99_ms),
+        "agent_latency_p50_ms_median": med(true, &p50_ms),
+        "agent_latency_p99_ms_median": med(true, &p99_ms),
         "runs": all.iter().map(run_json).collect::<Vec<_>>(),
     });
-    let ms = |v: Option<f64>| fmt(v, |v| format!("{v:.3} ms"));
     let x = |v: Option<f64>| fmt(v, |v| format!("{v:.3}"));
+    // One latency percentile: agent/none of the medians, the medians beside.
+    let latency_row = |which: &str, ms: &dyn Fn(&Run) -> Option<f64>, ratio: Option<f64>| {
+        let median_ms = |agent| fmt(med(agent, ms), |v| format!("{v:.3} ms"));
+        Row::new(
+            NAME,
+            format!(
+                "{which} latency agent/none ({} / {})",
+                median_ms(true),
+                median_ms(false)
+            ),
+            x(ratio),
+            "—",
+        )
+    };
     let rows = vec![
         Row::new(
             NAME,
@@ -170,26 +185,8 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
             x(throughput),
             "≥ 0.95 (goal 0.98)",
         ),
-        Row::new(
-            NAME,
-            format!(
-                "p50 latency agent/none ({} / {})",
-                ms(med(true, &|r| r.latency.p50.map(|s| s * 1e3))),
-                ms(med(false, &|r| r.latency.p50.map(|s| s * 1e3)))
-            ),
-            x(p50),
-            "—",
-        ),
-        Row::new(
-            NAME,
-            format!(
-                "p99 latency agent/none ({} / {})",
-                ms(med(true, &|r| r.latency.p99.map(|s| s * 1e3))),
-                ms(med(false, &|r| r.latency.p99.map(|s| s * 1e3)))
-            ),
-            x(p99),
-            "—",
-        ),
+        latency_row("p50", &p50_ms, p50),
+        latency_row("p99", &p99_ms, p99),
     ];
     Ok(Section {
         name: NAME,
