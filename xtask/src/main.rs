@@ -91,15 +91,20 @@ enum Task {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
-    /// Measure the agent: nginx + wrk without and with it, spans/s, CPU, RSS
+    /// Measure the agent: throughput, latency, CPU, RSS, kernel cost, completeness
     ///
     /// Needs root. Builds the release agent (unless --agent), starts nginx
-    /// (one process, static file) and, for otlp-100k, the OTLP receiver of
-    /// the tests (tests/otlp/receiver.py, gRPC); runs wrk for --requests
-    /// requests without the agent (baseline), then with it; waits until the
-    /// receiver has one span per request (or stalls); prints a table and
-    /// writes target/bench/<scenario>.json. Stops everything it started, by
-    /// pid, also on error or Ctrl-C. Bounded by --max-seconds.
+    /// (one process, static file) and the OTLP receiver of the tests
+    /// (tests/otlp/receiver.py, gRPC). The default scenario, `suite`, runs
+    /// saturation (wrk without and with the agent, alternating), fixed-rate
+    /// (10k and 1k req/s: agent CPU, RSS, completeness), bpf-stats (kernel
+    /// run time per program) and scaling (1 to 10,000 connections: memory
+    /// per connection), then writes target/bench/report.json and
+    /// target/bench/report.md (also on stdout). --short: a few seconds per
+    /// scenario, and the report is checked for well-formedness (CI). The
+    /// older scenarios (baseline, otlp-100k, print-off, https) write
+    /// target/bench/<scenario>.json. Stops everything it started, by pid,
+    /// also on error or Ctrl-C. Bounded by --max-seconds.
     Bench(bench::BenchArgs),
     /// Show the product: trace real Python and nginx servers, print the spans
     ///
@@ -156,15 +161,21 @@ mod tests {
     }
 
     #[test]
-    fn bench_defaults_to_otlp_100k() {
+    fn bench_defaults_to_the_suite() {
         let cli = Cli::try_parse_from(["xtask", "bench"]).expect("parses");
         match cli.task {
             Task::Bench(args) => {
-                assert_eq!(args.scenario, bench::Scenario::Otlp100k);
+                assert_eq!(args.scenario, bench::Scenario::Suite);
                 assert_eq!(args.requests, 100_000);
+                assert_eq!(args.rates, [10_000, 1_000]);
+                assert_eq!(args.scaling_connections, [1, 100, 10_000]);
+                assert!(!args.short);
             }
             _ => panic!("expected bench"),
         }
+        let cli = Cli::try_parse_from(["xtask", "bench", "--short", "--rates", "500,20"])
+            .expect("parses");
+        assert!(matches!(cli.task, Task::Bench(a) if a.short && a.rates == [500, 20]));
         let cli =
             Cli::try_parse_from(["xtask", "bench", "--scenario", "print-off"]).expect("parses");
         assert!(matches!(cli.task, Task::Bench(a) if a.scenario == bench::Scenario::PrintOff));

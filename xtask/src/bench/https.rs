@@ -17,10 +17,8 @@
 
 use std::{
     fs,
-    io::Read,
     path::Path,
-    process::{Command, Stdio},
-    thread::{self, JoinHandle},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -28,21 +26,16 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 
 use super::{
-    AGENT_STOP_GRACE, BenchArgs,
+    BenchArgs, agent,
     load::{self, Tls, WrkRun},
     procs::{self, Guard},
+    timed::{self, Latency, Wrk, load_average, median, other_agents},
 };
 use crate::util::{self, note, section};
 
 /// A first wrk run whose figures are thrown away (nginx and the machine
 /// settle; the first TLS handshakes load the key).
 const WARMUP: Duration = Duration::from_secs(2);
-/// wrk stops by itself after `-d`; if it has not exited this much later, it
-/// is stopped and the run fails.
-const WRK_SLACK: Duration = Duration::from_secs(30);
-/// After the load, the agent's CPU time is read once it stops growing (it
-/// may still be draining its ring buffer), or after this long.
-const SETTLE_MAX: Duration = Duration::from_secs(10);
 /// The certificate, as the brief of the scenario says: made at run time.
 const OPENSSL_REQ: [&str; 9] = [
     "req",
@@ -61,13 +54,6 @@ pub fn check_tools() -> Result<()> {
         bail!("openssl not found: the https scenario makes its certificate with it");
     }
     Ok(())
-}
-
-/// The latency percentiles wrk prints with `--latency`, in seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Latency {
-    p50: Option<f64>,
-    p99: Option<f64>,
 }
 
 /// What the agent did during one run.
@@ -130,6 +116,7 @@ pub fn run(
             cert: &cert,
             key: &key,
         }),
+        None,
     )?;
     let url = format!("https://127.0.0.1:{port}/bench.json");
     note(format!("nginx pid {nginx_pid}  {url}"));
@@ -139,7 +126,7 @@ pub fn run(
         "bench: https warm-up, {} s (not reported)",
         WARMUP.as_secs()
     ));
-    let (warm, _) = wrk_for(guard, nginx_pid, &url, args, WARMUP)?;
+    let (warm, _) = timed::wrk_for(guard, nginx_pid, &url, &wrk_shape(args), WARMUP)?;
     note(format!("{} requests, {:.0} req/s", warm.requests, warm.rps));
     if warm.requests == 0 || warm.non_2xx > 0 {
         bail!(
@@ -176,7 +163,8 @@ pub fn run(
             let mut run = if with_agent {
                 agent_run(guard, bin, nginx_pid, &url, args, run_len, index)?
             } else {
-                let (wrk, latency) = wrk_for(guard, nginx_pid, &url, args, run_len)?;
+                let (wrk, latency) =
+                    timed::wrk_for(guard, nginx_pid, &url, &wrk_shape(args), run_len)?;
                 Run {
                     index,
                     wrk,
@@ -238,6 +226,16 @@ pub fn run(
     Ok(problems)
 }
 
+/// wrk as `--threads`/`--connections` say, not pinned (this scenario
+/// predates pinning; its figures stay comparable with earlier runs).
+fn wrk_shape(args: &BenchArgs) -> Wrk<'static> {
+    Wrk {
+        threads: args.threads,
+        connections: args.connections,
+        cpus: None,
+    }
+}
+
 /// Makes the self-signed certificate and key in the bench's temp dir.
 fn make_cert(guard: &mut Guard) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let (cert, key) = (guard.path("cert.pem"), guard.path("key.pem"));
@@ -263,73 +261,6 @@ fn make_cert(guard: &mut Guard) -> Result<(std::path::PathBuf, std::path::PathBu
     Ok((cert, key))
 }
 
-/// wrk for `length` against `url` (`--latency`): its figures and nginx's
-/// CPU seconds meanwhile. wrk is started through the guard (stopped by pid
-/// on error or Ctrl-C) and bounded by `length` + [`WRK_SLACK`].
-fn wrk_for(
-    guard: &mut Guard,
-    nginx_pid: u32,
-    url: &str,
-    args: &BenchArgs,
-    length: Duration,
-) -> Result<(WrkRun, Latency)> {
-    let mut cmd = Command::new("wrk");
-    cmd.arg("-t")
-        .arg(args.threads.to_string())
-        .arg("-c")
-        .arg(args.connections.to_string())
-        .arg("-d")
-        .arg(format!("{}s", length.as_secs().max(1)))
-        .arg("--latency")
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let cpu_before = procs::cpu_seconds(nginx_pid).unwrap_or(0.0);
-    let started = Instant::now();
-    // SIGINT: wrk prints what it has and exits.
-    let pid = guard.spawn("wrk", cmd, libc::SIGINT)?;
-    let child = guard.child(pid)?;
-    let out = read_all(child.stdout.take().context("wrk stdout")?);
-    let err = read_all(child.stderr.take().context("wrk stderr")?);
-    let bound = started + length + WRK_SLACK;
-    let exited = loop {
-        procs::bail_if_interrupted()?;
-        if let Some(st) = util::wait_timeout(guard.child(pid)?, Duration::from_millis(200))? {
-            break Some(st);
-        }
-        if Instant::now() >= bound {
-            break None;
-        }
-    };
-    let status = guard.stop(pid, Duration::from_secs(5))?;
-    let wall = started.elapsed();
-    let nginx_cpu = procs::cpu_seconds(nginx_pid).unwrap_or(0.0) - cpu_before;
-    let text = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    if exited.is_none() {
-        bail!(
-            "wrk did not exit within {:?}:\n{text}{err}",
-            length + WRK_SLACK
-        );
-    }
-    if !status.success() {
-        bail!("wrk failed ({status}):\n{text}{err}");
-    }
-    let mut run =
-        load::parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}{err}"))?;
-    run.wall = wall;
-    run.nginx_cpu = nginx_cpu;
-    Ok((run, parse_latency(&text)))
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = pipe.read_to_string(&mut s);
-        s
-    })
-}
-
 /// A fresh agent on nginx (`--print off`), one wrk run, then the agent is
 /// stopped (SIGINT) and its exit counters read.
 fn agent_run(
@@ -341,28 +272,17 @@ fn agent_run(
     length: Duration,
     index: u32,
 ) -> Result<Run> {
-    let mut cmd = super::agent_command(bin);
+    let mut cmd = agent::command(bin);
     cmd.args(["--pid", &nginx_pid.to_string(), "--print", "off"]);
-    let (agent_pid, lines) = super::start_agent(guard, cmd)?;
+    let (agent_pid, lines) = agent::start(guard, cmd)?;
     let cpu_before = procs::cpu_seconds(agent_pid).unwrap_or(0.0);
-    let (wrk, latency) = wrk_for(guard, nginx_pid, url, args, length)?;
+    let (wrk, latency) = timed::wrk_for(guard, nginx_pid, url, &wrk_shape(args), length)?;
     // The agent may still be reading its ring buffer: wait until its CPU
     // time stops growing before reading it.
-    let settle_until = Instant::now() + SETTLE_MAX;
-    let mut cpu_after = procs::cpu_seconds(agent_pid).unwrap_or(0.0);
-    while Instant::now() < settle_until {
-        thread::sleep(Duration::from_millis(300));
-        let now = procs::cpu_seconds(agent_pid).unwrap_or(cpu_after);
-        let grew = now - cpu_after;
-        cpu_after = now;
-        if grew < 0.02 {
-            break;
-        }
-    }
+    let cpu_after = timed::cpu_when_settled(agent_pid, timed::SETTLE_MAX);
     let peak_rss_kib = procs::status_kib(agent_pid, "VmHWM").unwrap_or(0);
     let others = other_agents(&[agent_pid]);
-    let status = guard.stop(agent_pid, AGENT_STOP_GRACE)?;
-    guard.join_readers();
+    let exit = agent::stop(guard, agent_pid, &lines)?;
     Ok(Run {
         index,
         wrk,
@@ -370,9 +290,9 @@ fn agent_run(
         agent: Some(AgentRun {
             cpu: cpu_after - cpu_before,
             peak_rss_kib,
-            exit: status.to_string(),
-            success: status.success(),
-            counters: super::exit_counters(&lines),
+            exit: exit.status,
+            success: exit.success,
+            counters: exit.counters,
         }),
         others,
     })
@@ -504,19 +424,6 @@ impl Summary {
             "completeness": self.completeness(),
         })
     }
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 fn summarize(runs: &[Run]) -> Summary {
@@ -671,85 +578,4 @@ fn run_json(r: &Run) -> Value {
             "counters": Value::Object(a.counters.clone()),
         })),
     })
-}
-
-/// `pid cmdline` of the processes named `wirespan` (comm), except `ours`.
-fn other_agents(ours: &[u32]) -> Vec<String> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<(u32, String)> = dir
-        .filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            if ours.contains(&pid) {
-                return None;
-            }
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            if comm.trim() != "wirespan" {
-                return None;
-            }
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            Some((pid, format!("{pid} {}", cmdline.trim())))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, s)| s).collect()
-}
-
-/// The first three fields of /proc/loadavg.
-fn load_average() -> Option<String> {
-    let s = fs::read_to_string("/proc/loadavg").ok()?;
-    Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-}
-
-/// p50 and p99 from wrk's `Latency Distribution` block.
-fn parse_latency(out: &str) -> Latency {
-    let mut lat = Latency::default();
-    let mut in_block = false;
-    for line in out.lines().map(str::trim) {
-        if line.starts_with("Latency Distribution") {
-            in_block = true;
-            continue;
-        }
-        if !in_block {
-            continue;
-        }
-        let Some((pct, value)) = line.split_once(char::is_whitespace) else {
-            break;
-        };
-        match pct {
-            "50%" => lat.p50 = load::parse_duration(value.trim()),
-            "99%" => lat.p99 = load::parse_duration(value.trim()),
-            p if p.ends_with('%') => {}
-            _ => break,
-        }
-    }
-    lat
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_distribution_is_read() {
-        let out = "Running 10s test @ https://127.0.0.1:1/bench.json\n  \
-            1 threads and 8 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    \
-            Latency   700.00us   30.00us   2.00ms   90.00%\n    Req/Sec    11.00k     1.00k   12.00k    70.00%\n  \
-            Latency Distribution\n     50%  635.00us\n     75%  712.35us\n     90%  800.00us\n     \
-            99%    1.20ms\n  110000 requests in 10.00s, 40.00MB read\nRequests/sec:  11000.00\n";
-        let lat = parse_latency(out);
-        assert!((lat.p50.unwrap() - 635e-6).abs() < 1e-12);
-        assert!((lat.p99.unwrap() - 1.2e-3).abs() < 1e-12);
-        assert_eq!(load::parse_wrk(out).unwrap().requests, 110_000);
-        assert_eq!(parse_latency("no distribution"), Latency::default());
-    }
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
-    }
 }

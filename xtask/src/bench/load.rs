@@ -55,10 +55,33 @@ pub struct Tls<'a> {
     pub key: &'a Path,
 }
 
+/// Connections nginx accepts at once: room for the 10,000 of the scaling
+/// scenario, plus the bench's own. Its fd limit is raised to match
+/// (`worker_rlimit_nofile`; nginx runs as root, so it may).
+pub const NGINX_CONNECTIONS: u32 = 12_000;
+
+/// `program`, pinned to `cpus` (`taskset -c LIST program`: taskset execs
+/// it, so the pid is the program's) when given.
+pub fn pinned(cpus: Option<&str>, program: &str) -> Command {
+    match cpus {
+        Some(list) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", list, program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Starts nginx (one process: `master_process off; daemon off;`, access
 /// log off) on `port`, serving [`BODY`] as `/bench.json`, over TLS when
-/// `tls` is given. Returns its pid.
-pub fn start_nginx(guard: &mut Guard, port: u16, tls: Option<&Tls>) -> Result<u32> {
+/// `tls` is given, pinned to `cpus` when given. Returns its pid.
+pub fn start_nginx(
+    guard: &mut Guard,
+    port: u16,
+    tls: Option<&Tls>,
+    cpus: Option<&str>,
+) -> Result<u32> {
     let d = guard.dir.display().to_string();
     let root = guard.path("www");
     fs::create_dir_all(&root).context("creating the nginx root")?;
@@ -76,14 +99,16 @@ pub fn start_nginx(guard: &mut Guard, port: u16, tls: Option<&Tls>) -> Result<u3
             100_000,
         ),
     };
+    let nofile = NGINX_CONNECTIONS * 2 + 100;
     let conf = format!(
         r#"# wirespan bench: one process, everything under {d}
 daemon off;
 master_process off;
 worker_processes 1;
+worker_rlimit_nofile {nofile};
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {NGINX_CONNECTIONS}; }}
 http {{
     access_log off;
     client_body_temp_path {d}/nginx-tmp/body;
@@ -105,7 +130,7 @@ http {{
     let conf_path = guard.path("nginx.conf");
     fs::write(&conf_path, conf).context("writing nginx.conf")?;
     let log = fs::File::create(guard.path("nginx.log")).context("nginx log")?;
-    let mut cmd = Command::new(NGINX);
+    let mut cmd = pinned(cpus, NGINX);
     cmd.arg("-p")
         .arg(&guard.dir)
         .arg("-c")

@@ -21,16 +21,23 @@
 //! pid when it ends, also on error or Ctrl-C; the whole run is bounded by
 //! `--max-seconds`.
 
+mod agent;
+mod bpf_stats;
+mod fixed_rate;
 mod https;
 mod load;
+mod loadgen;
 mod procs;
 mod receiver;
+mod report;
+mod saturation;
+mod scaling;
+mod suite;
+mod timed;
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::Arc,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -41,7 +48,7 @@ use serde_json::{Map, Value, json};
 
 use self::{
     load::{Load, WrkRun},
-    procs::{Guard, Lines},
+    procs::Guard,
 };
 use crate::{
     build::{self, Profile},
@@ -49,17 +56,22 @@ use crate::{
     util::{self, note, section},
 };
 
-const READY_MARKER: &str = "wirespan: ready";
-const COUNTERS_MARKER: &str = "wirespan: counters ";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// SIGINT to exit: the agent's shutdown deadline (5 s by default) + slack.
-const AGENT_STOP_GRACE: Duration = Duration::from_secs(20);
 /// After the load, give up waiting for spans when the receiver's count has
 /// not moved for this long (longer than the 5 s default batch delay).
 const STALL: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
+    /// saturation, fixed-rate, bpf-stats, scaling: one report
+    Suite,
+    /// wrk at full speed, alternating without and with the agent (OTLP)
+    Saturation,
+    /// fixed request rates with the agent: its CPU, RSS, span completeness
+    FixedRate,
+    /// per-program kernel run time (kernel.bpf_stats_enabled) under load
+    BpfStats,
+    /// 1 to 10,000 open connections: the agent's memory per connection
+    Scaling,
     /// nginx alone (also runs first in every other scenario)
     Baseline,
     /// the agent exports every span over OTLP/gRPC to a local receiver
@@ -69,13 +81,18 @@ pub enum Scenario {
     PrintOff,
     /// nginx over HTTPS, runs alternating without and with the agent (print off)
     Https,
-    /// baseline, otlp-100k, print-off, https
+    /// everything: baseline, otlp-100k, print-off, https, then the suite
     All,
 }
 
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
+            Self::Suite => "suite",
+            Self::Saturation => "saturation",
+            Self::FixedRate => "fixed-rate",
+            Self::BpfStats => "bpf-stats",
+            Self::Scaling => "scaling",
             Self::Baseline => "baseline",
             Self::Otlp100k => "otlp-100k",
             Self::PrintOff => "print-off",
@@ -88,8 +105,33 @@ impl Scenario {
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(long, value_enum, default_value = "otlp-100k")]
+    #[arg(long, value_enum, default_value = "suite")]
     pub scenario: Scenario,
+    /// A few seconds per scenario: checks that each completes and that the
+    /// report is well formed (what CI runs).
+    #[arg(long)]
+    pub short: bool,
+    /// saturation: runs without and with the agent each (alternating).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub runs: u32,
+    /// saturation: length of each wrk run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub seconds: u64,
+    /// fixed-rate: the request rates, in requests/s.
+    #[arg(long, value_name = "RPS", value_delimiter = ',', default_values_t = [10_000, 1_000])]
+    pub rates: Vec<u32>,
+    /// fixed-rate: length of each rate's run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub rate_seconds: u64,
+    /// bpf-stats: length of the traced load, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub bpf_stats_seconds: u64,
+    /// scaling: the connection counts.
+    #[arg(long, value_name = "N", value_delimiter = ',', default_values_t = [1, 100, 10_000])]
+    pub scaling_connections: Vec<u32>,
+    /// Do not pin nginx to CPU 0 and the load to CPU 1.
+    #[arg(long)]
+    pub no_pin: bool,
     /// Requests per wrk run (one span each when traced).
     #[arg(long, default_value_t = 100_000)]
     pub requests: u64,
@@ -117,7 +159,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub https_seconds: u64,
     /// Upper bound of the whole bench, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 900)]
     pub max_seconds: u64,
 }
 
@@ -134,15 +176,32 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.https_runs == 0 || args.https_seconds == 0 {
         bail!("--https-runs and --https-seconds must be > 0");
     }
-    // Plain-HTTP scenarios (after their baseline), and whether https runs.
+    if args.runs == 0
+        || args.seconds == 0
+        || args.rate_seconds == 0
+        || args.bpf_stats_seconds == 0
+        || args.rates.contains(&0)
+        || args.scaling_connections.contains(&0)
+    {
+        bail!(
+            "--runs, --seconds, --rate-seconds, --bpf-stats-seconds, --rates and \
+             --scaling-connections must be > 0"
+        );
+    }
+    // Plain-HTTP scenarios (after their baseline), whether https runs, and
+    // the suite's scenarios.
     let scenarios: Vec<Scenario> = match args.scenario {
         Scenario::All => vec![Scenario::Otlp100k, Scenario::PrintOff],
-        Scenario::Baseline | Scenario::Https => vec![],
-        s => vec![s],
+        Scenario::Otlp100k | Scenario::PrintOff => vec![args.scenario],
+        _ => vec![],
     };
-    let plain = args.scenario != Scenario::Https;
+    let plain = matches!(
+        args.scenario,
+        Scenario::Baseline | Scenario::Otlp100k | Scenario::PrintOff | Scenario::All
+    );
     let tls = matches!(args.scenario, Scenario::Https | Scenario::All);
-    let bin = if scenarios.is_empty() && !tls {
+    let suite = suite::selected(args.scenario);
+    let bin = if scenarios.is_empty() && !tls && suite.is_empty() {
         None
     } else {
         Some(match &args.agent {
@@ -158,7 +217,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if tls {
         https::check_tools()?;
     }
-    if scenarios.contains(&Scenario::Otlp100k) {
+    if scenarios.contains(&Scenario::Otlp100k) || !suite.is_empty() {
         receiver::check()?;
     }
 
@@ -173,6 +232,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         if tls {
             let bin = bin.as_deref().context("no agent binary")?;
             problems.extend(https::run(&mut guard, args, bin, deadline)?);
+        }
+        if !suite.is_empty() {
+            let bin = bin.as_deref().context("no agent binary")?;
+            problems.extend(suite::run(&mut guard, args, bin, &suite, deadline)?);
         }
         if !problems.is_empty() {
             bail!("{}", problems.join("; "));
@@ -193,7 +256,7 @@ fn run(
 ) -> Result<Vec<String>> {
     section(&format!("bench: nginx in {}", guard.dir.display()));
     let port = procs::free_port()?;
-    let nginx_pid = load::start_nginx(guard, port, None)?;
+    let nginx_pid = load::start_nginx(guard, port, None, None)?;
     note(format!(
         "nginx pid {nginx_pid}  http://127.0.0.1:{port}/bench.json"
     ));
@@ -356,25 +419,8 @@ fn with_agent(
         None
     };
 
-    let mut cmd = agent_command(bin);
-    cmd.args(["--pid", &nginx_pid.to_string()]);
-    if let Some(r) = &receiver {
-        cmd.env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{}", r.grpc_port),
-        )
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env(
-            "OTEL_BSP_SCHEDULE_DELAY",
-            args.schedule_delay_ms.to_string(),
-        );
-        if let Some(q) = args.queue_size {
-            cmd.env("OTEL_BSP_MAX_QUEUE_SIZE", q.to_string());
-        }
-    } else {
-        cmd.args(["--print", "off"]);
-    }
-    let (agent_pid, lines) = start_agent(guard, cmd)?;
+    let cmd = agent::traced(bin, nginx_pid, receiver.as_ref(), args);
+    let (agent_pid, lines) = agent::start(guard, cmd)?;
 
     let cpu_before = procs::cpu_seconds(agent_pid).unwrap_or(0.0);
     let receiver_cpu_before = receiver
@@ -403,32 +449,17 @@ fn with_agent(
     if let Some(r) = &receiver {
         let target = wrk.requests;
         note(format!("waiting for {target} spans at the receiver"));
-        let mut last = 0;
-        let mut last_change = Instant::now();
-        loop {
-            procs::bail_if_interrupted()?;
-            let stats = r.stats()?;
-            let n = stats["spans_accepted"].as_u64().unwrap_or(0);
-            last_accepted_ns = stats["last_accepted_unix_nano"].as_u64().unwrap_or(0);
-            if n != last {
-                last = n;
-                last_change = Instant::now();
-            }
-            if n >= target {
-                break;
-            }
-            if last_change.elapsed() >= STALL || Instant::now() >= deadline {
-                timed_out = true;
-                note(format!(
-                    "only {n} of {target} spans arrived (no progress for {:?} or --max-seconds \
-                     reached); stopping the agent",
-                    last_change.elapsed()
-                ));
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
+        let w = r.wait_for(target, STALL, deadline)?;
+        last_accepted_ns = w.last_accepted_ns;
+        if w.timed_out {
+            timed_out = true;
+            note(format!(
+                "only {} of {target} spans arrived (no progress for {:?} or --max-seconds \
+                 reached); stopping the agent",
+                w.accepted, w.stalled_for
+            ));
         }
-        accepted_at_stop = Some(last);
+        accepted_at_stop = Some(w.accepted);
     }
     let cpu = procs::cpu_seconds(agent_pid).unwrap_or(0.0) - cpu_before;
     // The receiver is Python: when spans are dropped, its CPU tells whether
@@ -440,9 +471,8 @@ fn with_agent(
     let peak_kib = procs::status_kib(agent_pid, "VmHWM").unwrap_or(0);
     let rss_kib = procs::status_kib(agent_pid, "VmRSS").unwrap_or(0);
 
-    let status = guard.stop(agent_pid, AGENT_STOP_GRACE)?;
-    guard.join_readers();
-    let counters = exit_counters(&lines);
+    let exit = agent::stop(guard, agent_pid, &lines)?;
+    let counters = exit.counters.clone();
     let final_accepted = match &receiver {
         Some(r) => {
             let n = r.spans_accepted()?;
@@ -472,16 +502,8 @@ fn with_agent(
         (last_accepted_ns > wrk_end_ns).then(|| (last_accepted_ns - wrk_end_ns) as f64 / 1e9);
 
     let mut problem = None;
-    if !status.success() {
-        problem = Some(format!(
-            "{}: the agent exited with {status}",
-            scenario.name()
-        ));
-    } else if counters.is_empty() {
-        problem = Some(format!(
-            "{}: the agent printed no counters",
-            scenario.name()
-        ));
+    if let Some(p) = exit.problem(scenario.name()) {
+        problem = Some(p);
     } else if otlp && counter("spans_exported") + dropped != counter("spans_emitted") {
         // Drops are a result (reported); spans lost without a count are not.
         problem = Some(format!(
@@ -542,7 +564,7 @@ fn with_agent(
                 .then(|| cpu / counter("spans_emitted") as f64 * 1000.0),
             "peak_rss_kib": peak_kib,
             "rss_kib_at_end": rss_kib,
-            "exit": status.to_string(),
+            "exit": exit.status,
             "counters": Value::Object(counters.clone()),
             "version": agent_version(bin),
             "queue_size": args.queue_size,
@@ -578,55 +600,6 @@ fn with_agent(
         dropped: Some(dropped),
         problem,
     })
-}
-
-/// The agent command without inherited `OTEL_*` settings.
-fn agent_command(bin: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OTEL_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-/// Starts the agent (stdout to /dev/null, stderr echoed and kept) and waits
-/// until it says it is ready. Returns its pid and its stderr lines.
-fn start_agent(guard: &mut Guard, mut cmd: Command) -> Result<(u32, Arc<Lines>)> {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    // SIGINT: the agent detaches and flushes; also if xtask dies.
-    let agent_pid = guard.spawn("agent", cmd, libc::SIGINT)?;
-    let stderr = guard
-        .child(agent_pid)?
-        .stderr
-        .take()
-        .context("agent stderr")?;
-    let lines = Arc::new(Lines::default());
-    guard.add_reader(procs::read_lines(
-        stderr,
-        Arc::clone(&lines),
-        Some("[agent]"),
-    ));
-    if !lines.wait_for(READY_MARKER, READY_TIMEOUT)? {
-        bail!(
-            "the agent did not get ready within {READY_TIMEOUT:?}; its stderr:\n{}",
-            lines.snapshot().join("\n")
-        );
-    }
-    Ok((agent_pid, lines))
-}
-
-/// The counters the agent printed when it exited (empty if none).
-fn exit_counters(lines: &Lines) -> Map<String, Value> {
-    lines
-        .snapshot()
-        .iter()
-        .rev()
-        .find_map(|l| l.split_once(COUNTERS_MARKER))
-        .and_then(|(_, j)| serde_json::from_str::<Value>(j.trim()).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default()
 }
 
 fn load_json(args: &BenchArgs) -> Value {

@@ -279,3 +279,31 @@ impl Drop for Guard {
 pub fn read_log(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Raises this process's open-file limit (soft and hard) to at least `want`;
+/// children inherit it.
+pub fn raise_nofile(want: u64) -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    let new = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: setrlimit reads the struct we own; raising the hard limit
+    // needs root, which the bench has.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setrlimit(RLIMIT_NOFILE, {want})"));
+    }
+    note(format!("open-file limit raised to {want}"));
+    Ok(())
+}

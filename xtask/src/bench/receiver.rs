@@ -129,4 +129,39 @@ impl Receiver {
     pub fn spans_accepted(&self) -> Result<u64> {
         Ok(self.stats()?["spans_accepted"].as_u64().unwrap_or(0))
     }
+
+    /// Waits until the receiver has accepted `target` spans, or its count
+    /// has not moved for `stall`, or `deadline` passed.
+    pub fn wait_for(&self, target: u64, stall: Duration, deadline: Instant) -> Result<Waited> {
+        let mut last = 0;
+        let mut last_change = Instant::now();
+        loop {
+            procs::bail_if_interrupted()?;
+            let stats = self.stats()?;
+            let n = stats["spans_accepted"].as_u64().unwrap_or(0);
+            let last_accepted_ns = stats["last_accepted_unix_nano"].as_u64().unwrap_or(0);
+            if n != last {
+                last = n;
+                last_change = Instant::now();
+            }
+            let timed_out = last_change.elapsed() >= stall || Instant::now() >= deadline;
+            if n >= target || timed_out {
+                return Ok(Waited {
+                    accepted: n,
+                    last_accepted_ns,
+                    timed_out: n < target,
+                    stalled_for: last_change.elapsed(),
+                });
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// What [`Receiver::wait_for`] saw last.
+pub struct Waited {
+    pub accepted: u64,
+    pub last_accepted_ns: u64,
+    pub timed_out: bool,
+    pub stalled_for: Duration,
 }

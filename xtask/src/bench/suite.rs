@@ -1,0 +1,203 @@
+//! The default bench: four scenarios against one nginx, one report.
+//!
+//! - `saturation` ([`super::saturation`]): wrk at full speed, without and
+//!   with the agent (exporting over OTLP), alternating;
+//! - `fixed-rate` ([`super::fixed_rate`]): fixed request rates with the
+//!   agent: its CPU, RSS and span completeness;
+//! - `bpf-stats` ([`super::bpf_stats`]): the kernel's own run time of each
+//!   of the agent's programs;
+//! - `scaling` ([`super::scaling`]): 1 to 10,000 open connections: the
+//!   agent's memory per connection.
+//!
+//! nginx runs pinned to CPU 0 and the load (wrk, or xtask's own client) to
+//! CPU 1 on a machine with at least two CPUs (`--no-pin` to let the
+//! scheduler place them); the agent and the OTLP receiver are not pinned:
+//! they share both CPUs with nginx and the load, which is what the agent
+//! costs a busy node.
+
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::{
+    BenchArgs, Scenario, bpf_stats, fixed_rate, load,
+    procs::{self, Guard},
+    receiver::{self, Receiver},
+    report::{self, Section},
+    saturation, scaling, timed,
+};
+use crate::util::{note, section};
+
+/// What every scenario of the suite works with.
+pub struct Ctx<'a> {
+    pub guard: &'a mut Guard,
+    pub bin: &'a Path,
+    pub args: &'a BenchArgs,
+    pub nginx_pid: u32,
+    pub port: u16,
+    pub receiver: &'a Receiver,
+    pub deadline: Instant,
+    /// `taskset -c` list for wrk, and the CPU for xtask's load threads.
+    pub load_cpu: Option<usize>,
+}
+
+impl Ctx<'_> {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/bench.json", self.port)
+    }
+
+    /// Fails when the scenario `what` would start past `--max-seconds`.
+    pub fn check_time(&self, what: &str) -> Result<()> {
+        procs::bail_if_interrupted()?;
+        if Instant::now() >= self.deadline {
+            bail!(
+                "--max-seconds {} reached before {what}",
+                self.args.max_seconds
+            );
+        }
+        Ok(())
+    }
+
+    /// Length of a timed run: the full one, or a short one under `--short`.
+    pub fn length(&self, full_secs: u64) -> Duration {
+        Duration::from_secs(if self.args.short {
+            full_secs.min(SHORT_SECS)
+        } else {
+            full_secs
+        })
+    }
+}
+
+/// Seconds per timed run under `--short`: enough to see every part work.
+const SHORT_SECS: u64 = 2;
+
+/// The scenarios of the suite that `scenario` selects.
+pub fn selected(scenario: Scenario) -> Vec<Scenario> {
+    match scenario {
+        Scenario::Suite | Scenario::All => vec![
+            Scenario::Saturation,
+            Scenario::FixedRate,
+            Scenario::BpfStats,
+            Scenario::Scaling,
+        ],
+        Scenario::Saturation | Scenario::FixedRate | Scenario::BpfStats | Scenario::Scaling => {
+            vec![scenario]
+        }
+        _ => vec![],
+    }
+}
+
+/// Runs the `which` scenarios, writes the report (and checks it under
+/// `--short`). Returns what went wrong without stopping the bench.
+pub fn run(
+    guard: &mut Guard,
+    args: &BenchArgs,
+    bin: &Path,
+    which: &[Scenario],
+    deadline: Instant,
+) -> Result<Vec<String>> {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = !args.no_pin && cpus >= 2;
+    let (nginx_cpus, load_cpu) = if pin {
+        (Some("0"), Some(1))
+    } else {
+        (None, None)
+    };
+    let load_start = timed::load_average();
+    // 10,000 connections need 10,000 fds here (nginx raises its own).
+    procs::raise_nofile(u64::from(load::NGINX_CONNECTIONS) + 1024)?;
+
+    section(&format!(
+        "bench suite: nginx and the OTLP receiver in {}",
+        guard.dir.display()
+    ));
+    let port = procs::free_port()?;
+    let nginx_pid = load::start_nginx(guard, port, None, nginx_cpus)?;
+    let receiver = receiver::start(guard)?;
+    note(format!(
+        "nginx pid {nginx_pid} (CPUs {}), http://127.0.0.1:{port}/bench.json; receiver pid {} \
+         (OTLP/gRPC 127.0.0.1:{}); load on CPU {}; load average {}",
+        nginx_cpus.unwrap_or("any"),
+        receiver.pid,
+        receiver.grpc_port,
+        load_cpu.map_or_else(|| "any".to_string(), |c| c.to_string()),
+        load_start.as_deref().unwrap_or("?")
+    ));
+    let mut cx = Ctx {
+        guard,
+        bin,
+        args,
+        nginx_pid,
+        port,
+        receiver: &receiver,
+        deadline,
+        load_cpu,
+    };
+    let mut sections: Vec<Section> = Vec::new();
+    for &s in which {
+        cx.check_time(s.name())?;
+        section(&format!("bench: {}", s.name()));
+        sections.push(match s {
+            Scenario::Saturation => saturation::run(&mut cx)?,
+            Scenario::FixedRate => fixed_rate::run(&mut cx)?,
+            Scenario::BpfStats => bpf_stats::run(&mut cx)?,
+            Scenario::Scaling => scaling::run(&mut cx)?,
+            _ => bail!("{} is not part of the suite", s.name()),
+        });
+    }
+    let load_end = timed::load_average();
+    let others = timed::other_agents(&[]);
+    guard_stop(cx.guard, nginx_pid, receiver.pid)?;
+
+    section("bench: report");
+    let header = format!(
+        "{}; {} CPUs, kernel {}; load average {} at start, {} at end{}. nginx {}, \
+         load {}; the agent and the receiver float. {}",
+        if args.short {
+            "Short run (--short): the figures only show that every scenario works"
+        } else {
+            "Full run"
+        },
+        cpus,
+        super::machine_json()["kernel"].as_str().unwrap_or("?"),
+        load_start.as_deref().unwrap_or("?"),
+        load_end.as_deref().unwrap_or("?"),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!("; other wirespan processes ran: {}", others.join("; "))
+        },
+        nginx_cpus.map_or("unpinned".to_string(), |c| format!("pinned to CPU {c}")),
+        load_cpu.map_or("unpinned".to_string(), |c| format!("pinned to CPU {c}")),
+        "Targets are reported, not asserted."
+    );
+    let meta = json!({
+        "short": args.short,
+        "machine": super::machine_json(),
+        "agent_version": super::agent_version(bin),
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+        "other_wirespan_processes": others,
+        "nginx_cpus": nginx_cpus,
+        "load_cpu": load_cpu,
+        "server": "nginx (Debian), master_process off, 1 worker, access_log off, keep-alive, \
+                   static file /bench.json (312 bytes)",
+        "receiver_versions": receiver.versions,
+    });
+    let (json_path, md_path) = report::write(&sections, meta, &header)?;
+    if args.short {
+        report::validate(&sections, &json_path, &md_path)?;
+    }
+    Ok(sections.into_iter().flat_map(|s| s.problems).collect())
+}
+
+fn guard_stop(guard: &mut Guard, nginx: u32, receiver: u32) -> Result<()> {
+    guard.stop(receiver, Duration::from_secs(5))?;
+    guard.stop(nginx, Duration::from_secs(5))?;
+    Ok(())
+}
