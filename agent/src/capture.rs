@@ -97,4 +97,5 @@ fn drain(
     // Once per wake-up, not per event: a gauge only needs to be current
     // when scraped.
     stats.conns_tracked.store(table.len() as u64, Relaxed);
+    table.publish_link_stats();
 }

@@ -58,6 +58,8 @@ pub struct ConnTable {
     stats: Arc<Stats>,
     exchanges: Vec<Exchange>,
     linker: Linker,
+    /// The linker's tallies as last published into `stats`.
+    link_published: [u64; 3],
 }
 
 impl ConnTable {
@@ -83,6 +85,7 @@ impl ConnTable {
             stats,
             exchanges: Vec::new(),
             linker,
+            link_published: [0; 3],
         }
     }
 
@@ -336,6 +339,25 @@ impl ConnTable {
             }
         }
         add(&self.stats.conns_evicted, n as u64);
+    }
+
+    /// Publishes the linker's tallies into the shared stats (the linker
+    /// counts in plain integers on the hot path): the new part since the
+    /// last call. Called once per ring-buffer wake-up.
+    pub fn publish_link_stats(&mut self) {
+        let l = &self.linker;
+        let now = [l.invalid_traceparents, l.option_trace_mismatches, l.resets];
+        let to = [
+            &self.stats.traceparents_invalid,
+            &self.stats.trace_option_mismatches,
+            &self.stats.trace_link_resets,
+        ];
+        for ((n, p), c) in now.iter().zip(self.link_published.iter_mut()).zip(to) {
+            if *n > *p {
+                add(c, *n - *p);
+                *p = *n;
+            }
+        }
     }
 
     /// At shutdown: requests still waiting for a response are counted, not
