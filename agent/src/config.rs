@@ -77,6 +77,16 @@ pub struct Cli {
     #[arg(long, env = "WIRESPAN_PROPAGATION", value_enum, default_value_t = Propagation::TcpOption)]
     pub propagation: Propagation,
 
+    /// Also write a W3C `traceparent` header into outgoing HTTP/1 requests
+    /// on connections to these destination ports (e.g. `80,8080,9000-9100`),
+    /// for receivers that do not run the agent. Off by default: sockets
+    /// chosen for it read through the kernel's sockmap path, under which a
+    /// blocking `recv()` right after a large send can fail with EAGAIN
+    /// (see README). Requests that already carry a `traceparent` are left
+    /// alone. Only processes in `--cgroup`.
+    #[arg(long, env = "WIRESPAN_INJECT_TRACEPARENT", value_name = "PORTS")]
+    pub inject_traceparent: Option<PortList>,
+
     /// The cgroup v2 directory whose processes get the TCP option (default:
     /// the root of the cgroup v2 hierarchy, i.e. the whole node). Outgoing
     /// connections of processes in it have a 28-byte smaller MSS, the room
@@ -172,10 +182,29 @@ impl PortList {
     pub fn contains(&self, port: u16) -> bool {
         self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
     }
+
+    /// Every port in the list, ranges expanded.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().flat_map(|&(lo, hi)| lo..=hi)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct PortListError(String);
+
+impl fmt::Display for PortList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(lo, hi)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            if lo == hi {
+                write!(f, "{sep}{lo}")?;
+            } else {
+                write!(f, "{sep}{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
 
 impl fmt::Display for PortListError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -364,6 +364,7 @@ pub fn detach_all(mut ebpf: Ebpf) {
                     Program::TracePoint(p) => p.unload(),
                     Program::UProbe(p) => p.unload(),
                     Program::SockOps(p) => p.unload(),
+                    Program::SkMsg(p) => p.unload(),
                     _ => Ok(()),
                 };
                 match done {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use aya::maps::RingBuf;
 use log::{info, warn};
 use wirespan_common::{
-    config::{FdTableOffsets, KernelConfig, PROPAGATE_TCP_OPTION, SockOffsets},
+    config::{FdTableOffsets, KernelConfig, PROPAGATE_HEADER, PROPAGATE_TCP_OPTION, SockOffsets},
     event::ThreadTrace,
     maps,
 };
@@ -188,7 +188,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     features.check_minimum()?;
     let (sock, fdtable) = offsets();
     let classifier = loader::choose_classifier(cli.socket_classifier, &fdtable)?;
-    let cgroup = propagation_cgroup(&cli, &sock);
+    let (cgroup, propagation) = propagation_plan(&cli, &sock)?;
     let kcfg = KernelConfig {
         agent_tgid: std::process::id(),
         capture_bytes: cli.capture_bytes,
@@ -197,19 +197,29 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         sock,
         fdtable,
         classifier: classifier as u32,
-        propagation: if cgroup.is_some() {
-            PROPAGATE_TCP_OPTION
-        } else {
-            0
-        },
+        propagation,
     };
     let mut ebpf = loader::load(&kcfg, &cli.pids, cli.ring_buffer_bytes)?;
+    if let (Some(ports), Some(dir)) = (&cli.inject_traceparent, &cgroup) {
+        // Before sock_ops: connections established from then on are added.
+        sockops::attach_injection(&mut ebpf, ports)
+            .context("--inject-traceparent: cannot set up header injection")?;
+        info!(
+            "trace context: traceparent injected into requests to ports {ports} from processes in {}",
+            dir.display()
+        );
+    }
     if let Some(dir) = &cgroup {
         match sockops::attach(&mut ebpf, dir) {
-            Ok(()) => info!(
+            Ok(()) if propagation & PROPAGATE_TCP_OPTION != 0 => info!(
                 "trace context: TCP option on connections of processes in {}",
                 dir.display()
             ),
+            Ok(()) => {}
+            // Injection needs sock_ops to choose its connections.
+            Err(e) if cli.inject_traceparent.is_some() => {
+                return Err(e.context("--inject-traceparent: cannot attach sock_ops"));
+            }
             Err(e) => {
                 warn!("trace context TCP option unavailable ({e:#}); lost: linking across nodes")
             }
@@ -303,20 +313,34 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
 /// The cgroup for TCP option propagation, or None when it is off (by
 /// `--propagation none`, or because this kernel cannot do it: that is
 /// said once, with what is lost).
-fn propagation_cgroup(cli: &Cli, sock: &SockOffsets) -> Option<PathBuf> {
-    if cli.propagation == Propagation::None {
-        return None;
+fn propagation_plan(cli: &Cli, sock: &SockOffsets) -> anyhow::Result<(Option<PathBuf>, u32)> {
+    let mut bits = 0;
+    if cli.propagation == Propagation::TcpOption {
+        bits |= PROPAGATE_TCP_OPTION;
     }
+    let inject = cli.inject_traceparent.is_some();
+    if inject {
+        bits |= PROPAGATE_HEADER;
+    }
+    if bits == 0 {
+        return Ok((None, 0));
+    }
+    // Asked for by name, injection fails loudly; the default TCP option
+    // only warns (the agent is useful without it).
+    let lost = |e: &dyn std::fmt::Display| -> anyhow::Result<(Option<PathBuf>, u32)> {
+        if inject {
+            anyhow::bail!("--inject-traceparent: {e}");
+        }
+        warn!("trace context TCP option unavailable ({e}); lost: linking across nodes");
+        Ok((None, 0))
+    };
     if sock.skc_cookie == u32::MAX {
-        warn!("kernel BTF lacks sock_common.skc_cookie; lost: trace context TCP option");
-        return None;
+        return lost(&"kernel BTF lacks sock_common.skc_cookie");
     }
     match sockops::choose_cgroup(cli.cgroup.as_deref()) {
-        Ok(dir) => Some(dir),
-        Err(e) => {
-            warn!("trace context TCP option unavailable ({e:#}); lost: linking across nodes");
-            None
-        }
+        Ok(dir) => Ok((Some(dir), bits)),
+        Err(e) if cli.cgroup.is_some() => Err(e),
+        Err(e) => lost(&format!("{e:#}")),
     }
 }
 

@@ -9,9 +9,14 @@ use std::{
 use anyhow::{Context, bail};
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, SockOps},
+    maps::{HashMap, SockHash},
+    programs::{CgroupAttachMode, SkMsg, SockOps},
 };
-use wirespan_common::maps::SOCKOPS_PROGRAM;
+use wirespan_common::maps::{
+    INJECT_PORTS, INJECT_PORTS_ENTRIES, INJECT_SOCKS, SKMSG_PROGRAM, SOCKOPS_PROGRAM,
+};
+
+use crate::config::PortList;
 
 /// The mount point of the cgroup v2 hierarchy (the node's root cgroup),
 /// from /proc/self/mounts: `/sys/fs/cgroup` on unified systems,
@@ -61,6 +66,42 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> anyhow::Result<()> {
     // `AllowMultiple` would pass ("Invalid argument"), so: `Single`.
     prog.attach(dir, CgroupAttachMode::Single)
         .with_context(|| format!("attaching sock_ops to {}", cgroup.display()))?;
+    Ok(())
+}
+
+/// Header injection: the allowlisted destination ports go in INJECT_PORTS
+/// (read by the sock_ops program), and the sk_msg program is attached to
+/// the INJECT_SOCKS SockHash. Call before [`attach`], so that no connection
+/// is established before the ports are known.
+pub fn attach_injection(ebpf: &mut Ebpf, ports: &PortList) -> anyhow::Result<()> {
+    let n = ports.ports().count();
+    if n > INJECT_PORTS_ENTRIES as usize {
+        bail!(
+            "--inject-traceparent: {n} ports given, at most {INJECT_PORTS_ENTRIES} are supported"
+        );
+    }
+    let mut map: HashMap<_, u16, u8> = HashMap::try_from(
+        ebpf.map_mut(INJECT_PORTS)
+            .context("map INJECT_PORTS missing")?,
+    )?;
+    for port in ports.ports() {
+        map.insert(port, 1, 0)
+            .with_context(|| format!("allowing port {port} for injection"))?;
+    }
+    let socks: SockHash<_, u64> =
+        SockHash::try_from(ebpf.map(INJECT_SOCKS).context("map INJECT_SOCKS missing")?)?;
+    let fd = socks
+        .fd()
+        .try_clone()
+        .context("duplicating the SockHash fd")?;
+    let prog: &mut SkMsg = ebpf
+        .program_mut(SKMSG_PROGRAM)
+        .with_context(|| format!("program {SKMSG_PROGRAM} missing from the object"))?
+        .try_into()?;
+    prog.load()
+        .with_context(|| format!("verifier rejected {SKMSG_PROGRAM}"))?;
+    prog.attach(&fd)
+        .context("attaching sk_msg to the injection SockHash")?;
     Ok(())
 }
 

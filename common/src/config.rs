@@ -139,6 +139,9 @@ pub struct KernelConfig {
 /// Trace context travels in a TCP header option (sock_ops): client
 /// requests get kernel-generated ids, which the option carries.
 pub const PROPAGATE_TCP_OPTION: u32 = 1;
+/// Trace context is written into outgoing HTTP/1 requests as a
+/// `traceparent` header (sk_msg), on sockets to allowlisted ports.
+pub const PROPAGATE_HEADER: u32 = 2;
 
 /// The experimental TCP option (RFC 6994, kind 254) that carries trace
 /// context: kind, length, the 16-bit ExID, then trace id (16 bytes) and

@@ -302,13 +302,24 @@ pub enum Counter {
     /// Server requests whose socket had no cookie (opened before the
     /// agent, or outside the sock_ops cgroup): no TCP option context.
     TcpOptNoCookie = 9,
+    /// `traceparent` headers injected into outgoing requests.
+    HeaderInjected = 10,
+    /// Requests left alone because they already carried a `traceparent`.
+    HeaderAlreadyPresent = 11,
+    /// Requests left alone because their head was not complete within the
+    /// first 1024 bytes of the send (a `traceparent` could hide further on).
+    HeaderHeadTooLong = 12,
+    /// Injections that failed in the kernel (the request left unchanged).
+    HeaderInjectFailed = 13,
+    /// Connections not added for injection (SockHash full or refused).
+    HeaderSockhashFull = 14,
 }
 
 /// Number of [`Counter`] slots.
 pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 15] = [
         Counter::RingbufFull,
         Counter::InflightFull,
         Counter::PayloadReadFailed,
@@ -319,7 +330,51 @@ impl Counter {
         Counter::TcpOptNoRoom,
         Counter::TcpOptRead,
         Counter::TcpOptNoCookie,
+        Counter::HeaderInjected,
+        Counter::HeaderAlreadyPresent,
+        Counter::HeaderHeadTooLong,
+        Counter::HeaderInjectFailed,
+        Counter::HeaderSockhashFull,
     ];
+
+    /// What the counter counts (the metric's HELP text).
+    pub const fn help(self) -> &'static str {
+        match self {
+            Counter::RingbufFull => "kernel events lost because the ring buffer was full",
+            Counter::InflightFull => "syscalls not traced because the in-flight map was full",
+            Counter::PayloadReadFailed => {
+                "data events sent without their payload (user memory unreadable)"
+            }
+            Counter::DataEvents => "data events the kernel put in the ring buffer",
+            Counter::ControlEvents => {
+                "control events (accept, connect, close, exit, exec, intent, context) the kernel put in the ring buffer"
+            }
+            Counter::SocketFdsFull => {
+                "socket fds not remembered because the map was full (their close may go unreported)"
+            }
+            Counter::TcpOptWritten => "trace-context TCP options written on outgoing data segments",
+            Counter::TcpOptNoRoom => {
+                "segments of traced requests that had no TCP option room left (sent without the option)"
+            }
+            Counter::TcpOptRead => "trace-context TCP options read from incoming segments",
+            Counter::TcpOptNoCookie => {
+                "server requests on sockets without a cookie (opened before the agent or outside --cgroup): no TCP option context"
+            }
+            Counter::HeaderInjected => "traceparent headers injected into outgoing requests",
+            Counter::HeaderAlreadyPresent => {
+                "requests not injected because they already carried a traceparent"
+            }
+            Counter::HeaderHeadTooLong => {
+                "requests not injected because their head did not end within the first 1024 bytes of the send"
+            }
+            Counter::HeaderInjectFailed => {
+                "injections that failed in the kernel (request unchanged)"
+            }
+            Counter::HeaderSockhashFull => {
+                "connections not chosen for injection because the SockHash refused them"
+            }
+        }
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -333,6 +388,11 @@ impl Counter {
             Counter::TcpOptNoRoom => "tcp_options_no_room",
             Counter::TcpOptRead => "tcp_options_read",
             Counter::TcpOptNoCookie => "tcp_options_no_cookie",
+            Counter::HeaderInjected => "traceparent_injected",
+            Counter::HeaderAlreadyPresent => "traceparent_already_present",
+            Counter::HeaderHeadTooLong => "traceparent_head_too_long",
+            Counter::HeaderInjectFailed => "traceparent_inject_failed",
+            Counter::HeaderSockhashFull => "traceparent_sockhash_full",
         }
     }
 }

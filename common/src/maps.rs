@@ -31,3 +31,12 @@ pub const RX_CONTEXT_ENTRIES: u32 = 64 * 1024;
 /// Threads serving a request: the trace id their client requests carry.
 pub const THREAD_TRACE: &str = "THREAD_TRACE";
 pub const THREAD_TRACE_ENTRIES: u32 = 16 * 1024;
+
+/// The sk_msg program (`traceparent` header injection).
+pub const SKMSG_PROGRAM: &str = "wirespan_skmsg";
+/// Destination ports whose connections get `traceparent` injected.
+pub const INJECT_PORTS: &str = "INJECT_PORTS";
+pub const INJECT_PORTS_ENTRIES: u32 = 1024;
+/// The SockHash of connections whose requests get `traceparent` injected.
+pub const INJECT_SOCKS: &str = "INJECT_SOCKS";
+pub const INJECT_SOCKS_ENTRIES: u32 = 64 * 1024;

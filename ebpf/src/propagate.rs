@@ -17,7 +17,7 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use wirespan_common::{
-    config::{KernelConfig, PROPAGATE_TCP_OPTION},
+    config::{KernelConfig, PROPAGATE_HEADER, PROPAGATE_TCP_OPTION},
     event::{
         ContextEvent, ContextSource, Counter, Direction, EventHeader, EventKind, ThreadTrace,
         WireContext,
@@ -39,9 +39,10 @@ pub static RX_CONTEXT: LruHashMap<u64, WireContext> =
 pub static THREAD_TRACE: LruHashMap<u64, ThreadTrace> =
     LruHashMap::with_max_entries(THREAD_TRACE_ENTRIES, 0);
 
+/// Any propagation on: the kernel chooses the ids of client requests.
 #[inline(always)]
 pub fn enabled(cfg: &KernelConfig) -> bool {
-    cfg.propagation & PROPAGATE_TCP_OPTION != 0
+    cfg.propagation & (PROPAGATE_TCP_OPTION | PROPAGATE_HEADER) != 0
 }
 
 /// The socket cookie of `sk`, or 0 when the socket has none (no sock_ops
@@ -68,11 +69,11 @@ fn random_words(out: &mut [u8]) {
     }
 }
 
-/// Ids for a client request about to be written by thread `id` on `sk`.
-/// All zero when propagation is off or the socket has no cookie (the agent
-/// then chooses the ids itself, as before).
+/// Ids for a client request about to be written by thread `id` on `sk`
+/// (local port `sport`). All zero when propagation is off or the socket
+/// has no cookie (the agent then chooses the ids itself, as before).
 #[inline(always)]
-pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64) -> WireContext {
+pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64, sport: u16) -> WireContext {
     let mut ctx = WireContext::default();
     if !enabled(cfg) {
         return ctx;
@@ -87,7 +88,12 @@ pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64) -> WireContext {
         _ => random_words(&mut ctx.trace_id),
     }
     random_words(&mut ctx.span_id);
-    let _ = TX_CONTEXT.insert(c, ctx, 0);
+    if cfg.propagation & PROPAGATE_TCP_OPTION != 0 {
+        let _ = TX_CONTEXT.insert(c, ctx, 0);
+    }
+    if cfg.propagation & PROPAGATE_HEADER != 0 {
+        crate::inject::pending(id, ctx, sport);
+    }
     ctx
 }
 

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::SockOpsContext,
 };
 use wirespan_common::{
-    config::{TCP_OPT_EXID, TCP_OPT_KIND, TCP_OPT_LEN},
+    config::{PROPAGATE_HEADER, PROPAGATE_TCP_OPTION, TCP_OPT_EXID, TCP_OPT_KIND, TCP_OPT_LEN},
     event::{Counter, WireContext},
 };
 
@@ -40,15 +40,25 @@ pub fn wirespan_sockops(ctx: SockOpsContext) -> u32 {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
             // The cookie is made now, before any data: the syscall
             // tracepoints read it from the socket to key TX_CONTEXT.
-            let _ = cookie(&ctx);
-            let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG) as i32);
+            let c = cookie(&ctx);
+            let cfg = crate::config::get();
+            if cfg.propagation & PROPAGATE_TCP_OPTION != 0 {
+                let _ =
+                    ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG) as i32);
+            }
+            if cfg.propagation & PROPAGATE_HEADER != 0 {
+                crate::inject::maybe_add(&ctx, c);
+            }
         }
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             let _ = cookie(&ctx);
             // Called only for segments with options the kernel does not
             // know, so ordinary traffic costs nothing.
-            let _ = ctx
-                .set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG) as i32);
+            if crate::config::get().propagation & PROPAGATE_TCP_OPTION != 0 {
+                let _ = ctx.set_cb_flags(
+                    (ctx.cb_flags() | BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG) as i32,
+                );
+            }
         }
         BPF_SOCK_OPS_HDR_OPT_LEN_CB => reserve(&ctx),
         BPF_SOCK_OPS_WRITE_HDR_OPT_CB => write(&ctx),

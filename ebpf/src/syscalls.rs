@@ -128,7 +128,8 @@ pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
         };
         (*ev).tuple = Tuple::default();
         read_tuple(sk, &cfg.sock, &mut (*ev).tuple);
-        (*ev).ctx = crate::propagate::client_request(&cfg, id, sk);
+        let sport = (*ev).tuple.sport;
+        (*ev).ctx = crate::propagate::client_request(&cfg, id, sk, sport);
     }
     entry.submit(0);
     bump(Counter::ControlEvents);

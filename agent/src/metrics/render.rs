@@ -21,31 +21,6 @@ const EVENT_KINDS: [(EventKind, &str); 8] = [
     (EventKind::ServerContext, "server_context"),
 ];
 
-fn kernel_help(c: Counter) -> &'static str {
-    match c {
-        Counter::RingbufFull => "kernel events lost because the ring buffer was full",
-        Counter::InflightFull => "syscalls not traced because the in-flight map was full",
-        Counter::PayloadReadFailed => {
-            "data events sent without their payload (user memory unreadable)"
-        }
-        Counter::DataEvents => "data events the kernel put in the ring buffer",
-        Counter::ControlEvents => {
-            "control events (accept, connect, close, exit, exec, intent) the kernel put in the ring buffer"
-        }
-        Counter::SocketFdsFull => {
-            "socket fds not remembered because the map was full (their close may go unreported)"
-        }
-        Counter::TcpOptWritten => "trace-context TCP options written on outgoing data segments",
-        Counter::TcpOptNoRoom => {
-            "segments of traced requests that had no TCP option room left (sent without the option)"
-        }
-        Counter::TcpOptRead => "trace-context TCP options read from incoming segments",
-        Counter::TcpOptNoCookie => {
-            "server requests on sockets without a cookie (opened before the agent or outside --cgroup): no TCP option context"
-        }
-    }
-}
-
 /// One metric family being written.
 struct Family {
     name: String,
@@ -181,7 +156,7 @@ pub fn render(src: &Sources) -> String {
     for (c, (name, v)) in Counter::ALL.iter().zip(src.kernel.read()) {
         fams.counter(
             &format!("wirespan_kernel_{name}"),
-            kernel_help(*c),
+            c.help(),
             String::new(),
             v,
         );
