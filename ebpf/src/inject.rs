@@ -26,6 +26,7 @@ use aya_ebpf::{
     programs::{SkMsgContext, SockOpsContext},
 };
 use wirespan_common::{
+    config::{KernelConfig, PROPAGATE_HEADER},
     event::{Counter, WireContext},
     maps::{INJECT_PORTS_ENTRIES, INJECT_SOCKS_ENTRIES},
 };
@@ -57,9 +58,30 @@ const SCAN: usize = 1024;
 /// `traceparent: 00-` + 32 + `-` + 16 + `-01\r\n`.
 const LINE: usize = 70;
 
+/// Client sockets (by `struct sock` address) that read a `101 Switching
+/// Protocols`: what they send from then on is another protocol, even when
+/// it looks like a request, and is never injected.
+#[map(name = "INJECT_UPGRADED")]
+static INJECT_UPGRADED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16 * 1024, 0);
+
+/// A read on `sk` returned bytes starting with an HTTP/1 status line
+/// (`payload` holds at least its first 12 bytes): remember a 101. The
+/// client reads the 101 before it sends anything after the upgrade, so
+/// this is in place in time.
+#[inline(always)]
+pub fn response_read(cfg: &KernelConfig, sk: u64, payload: &[u8]) {
+    if cfg.propagation & PROPAGATE_HEADER != 0 && payload.len() >= 12 && payload[9..12] == *b"101" {
+        let _ = INJECT_UPGRADED.insert(sk, 1, 0);
+    }
+}
+
 /// Called at a client request's syscall entry (see `propagate`).
 #[inline(always)]
-pub fn pending(id: u64, ctx: WireContext, sport: u16) {
+pub fn pending(id: u64, sk: u64, ctx: WireContext, sport: u16) {
+    // SAFETY: presence test only.
+    if unsafe { INJECT_UPGRADED.get(sk) }.is_some() {
+        return;
+    }
     let p = Pending {
         ctx,
         sport,

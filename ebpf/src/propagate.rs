@@ -92,7 +92,7 @@ pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64, sport: u16) -> WireC
         let _ = TX_CONTEXT.insert(c, ctx, 0);
     }
     if cfg.propagation & PROPAGATE_HEADER != 0 {
-        crate::inject::pending(id, ctx, sport);
+        crate::inject::pending(id, sk, ctx, sport);
     }
     ctx
 }

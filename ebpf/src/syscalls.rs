@@ -246,6 +246,9 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
         Syscall::Sendfile => 0,
     };
     s.ev.hdr.captured = got as u32;
+    if syscall.direction() == Direction::Ingress && start == Some(false) && got >= 12 {
+        crate::inject::response_read(&cfg, inf.sk, &s.ev.payload[..12]);
+    }
 
     // Bound the record size for the verifier: DATA_PREFIX plus at most
     // 2 * MAX_CAPTURE - 1, which is inside the Scratch value.

@@ -9,6 +9,8 @@ Routes (any method; a request body announced by Content-Length is always read):
   /chunked[anything]      200 with Transfer-Encoding: chunked, several chunks,
                           each written by its own send
   POST /upload            read the Content-Length body, reply with its sha256 hex
+  /upgrade                101 Switching Protocols (Upgrade: websocket), then
+                          echo raw bytes back until the client closes
   /reset                  response head announcing Content-Length 100000, a few
                           body bytes, then a TCP reset (SO_LINGER on, timeout 0)
   anything else           200 with the path echoed
@@ -76,8 +78,25 @@ class Handler(BaseHTTPRequestHandler):
         sock.close()  # with linger 0: RST instead of FIN
         self.close_connection = True
 
+    def _upgrade(self):
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        sock = self.connection
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            sock.sendall(data)
+        self.close_connection = True
+
     def _handle(self):
         path = self.path.split("?", 1)[0]
+        if path == "/upgrade":
+            self._upgrade()
+            return
         if path == "/upload" and self.command == "POST":
             digest = hashlib.sha256()
             self._read_body(digest)
