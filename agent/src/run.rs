@@ -351,13 +351,14 @@ fn thread_trace_sink(ebpf: &mut aya::Ebpf) -> Option<ThreadTraceSink> {
     let mut map: aya::maps::HashMap<_, u64, ThreadTrace> =
         aya::maps::HashMap::try_from(map).ok()?;
     Some(Box::new(move |key: u64, trace_id: [u8; 16]| {
-        let mut t = map.get(&key, 0).unwrap_or(ThreadTrace {
-            trace_id,
-            in_flight: 1,
-            ambiguous: 0,
-        });
-        t.trace_id = trace_id;
-        let _ = map.insert(key, t, 0);
+        // Only an entry the kernel still holds: once the thread answered its
+        // requests the kernel removed it, and a late correction must not
+        // bring it back (the thread would look busy, its calls ambiguous).
+        if let Ok(mut t) = map.get(&key, 0) {
+            t.trace_id = trace_id;
+            // BPF_EXIST (2): update only, never create.
+            let _ = map.insert(key, t, 2);
+        }
     }))
 }
 

@@ -11,6 +11,7 @@
 mod config;
 mod counters;
 mod fdtable;
+mod inbound;
 mod inject;
 mod lifecycle;
 mod maps;

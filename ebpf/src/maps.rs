@@ -35,6 +35,13 @@ pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(SOCKE
 pub struct Scratch {
     pub ev: DataEvent,
     pub overflow: [u8; wirespan_common::config::MAX_CAPTURE],
+    /// A value parked in map memory so that the verifier forgets what it
+    /// knew of it (see `inbound`).
+    pub stash: u64,
+    /// The inbound `traceparent` parsed by `inbound`: written here, in map
+    /// memory, rather than on the stack, where the verifier would track
+    /// every byte on every path.
+    pub inbound: wirespan_common::event::WireContext,
 }
 
 #[map(name = "SCRATCH")]

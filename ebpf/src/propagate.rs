@@ -25,7 +25,11 @@ use wirespan_common::{
     maps::{RX_CONTEXT_ENTRIES, THREAD_TRACE_ENTRIES, TX_CONTEXT_ENTRIES},
 };
 
-use crate::{counters::bump, maps::EVENTS};
+use crate::{
+    counters::bump,
+    inbound::Inbound,
+    maps::{EVENTS, Scratch},
+};
 
 #[map(name = "TX_CONTEXT")]
 pub static TX_CONTEXT: LruHashMap<u64, WireContext> =
@@ -100,10 +104,13 @@ pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64, sport: u16) -> WireC
 /// Thread `id` read bytes starting an HTTP request on `sk`: decide its
 /// trace and tell the agent.
 #[inline(always)]
-pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64) {
+pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64, s: &mut Scratch, got: usize) {
     if !enabled(cfg) {
         return;
     }
+    // The request's own traceparent decides the thread's trace, as it
+    // decides the server span's in the agent.
+    let inbound = crate::inbound::traceparent(s, got) == Inbound::Found;
     let mut ctx = WireContext::default();
     let mut source = ContextSource::New;
     let c = cookie(cfg, sk);
@@ -120,8 +127,17 @@ pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64) {
     if source == ContextSource::New {
         random_words(&mut ctx.trace_id);
     }
+    let thread_trace = if inbound {
+        s.inbound.trace_id
+    } else {
+        ctx.trace_id
+    };
+    if source == ContextSource::New {
+        // What the agent will choose too: no correction needed.
+        ctx.trace_id = thread_trace;
+    }
     let mut t = ThreadTrace {
-        trace_id: ctx.trace_id,
+        trace_id: thread_trace,
         in_flight: 1,
         ambiguous: 0,
     };

@@ -218,13 +218,9 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     }
 
     let start = http_start(syscall, inf);
-    match (syscall.direction(), start) {
-        (Direction::Ingress, Some(true)) => {
-            crate::propagate::server_request(&cfg, id, inf.fd, inf.sk)
-        }
-        (Direction::Egress, Some(false)) => crate::propagate::server_response(&cfg, id),
-        _ => {}
-    }
+    // Computed before the copy below splits the paths by syscall, so that
+    // what follows the copy does not depend on which path it took.
+    let ingress = syscall.direction() == Direction::Ingress;
     let mut cap = if start.is_some() {
         cfg.head_capture_bytes
     } else {
@@ -245,9 +241,18 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
         Syscall::Sendmsg | Syscall::Recvmsg => copy_msghdr(s, inf.buf, want),
         Syscall::Sendfile => 0,
     };
+    // Each copy path leaves its own knowledge of `got`; made one unknown
+    // here, the head scans below are verified once, not once per path
+    // ("BPF program is too large. Processed 1000001 insn").
+    let got = crate::inbound::launder(s, got);
     s.ev.hdr.captured = got as u32;
-    if syscall.direction() == Direction::Ingress && start == Some(false) && got >= 12 {
-        crate::inject::response_read(&cfg, inf.sk, &s.ev.payload[..12]);
+    match (ingress, start) {
+        (true, Some(true)) => crate::propagate::server_request(&cfg, id, inf.fd, inf.sk, s, got),
+        (true, Some(false)) if got >= 12 => {
+            crate::inject::response_read(&cfg, inf.sk, &s.ev.payload[..12])
+        }
+        (false, Some(false)) => crate::propagate::server_response(&cfg, id),
+        _ => {}
     }
 
     // Bound the record size for the verifier: DATA_PREFIX plus at most

@@ -1,0 +1,208 @@
+//! The inbound `traceparent` of a server request, read in the kernel at
+//! the moment the request is read, so that the thread's next client call
+//! (often microseconds later, long before the agent has parsed anything)
+//! carries that trace in its TCP option or injected header. Only the
+//! strict W3C form is taken (version 00, lower-case hex, non-zero ids);
+//! anything else is left to the agent, which then starts a new trace and
+//! corrects the kernel (see `link::ThreadTraceSink`).
+
+use crate::maps::Scratch;
+
+/// Head bytes searched at most (the payload is in a map value; a loop over
+/// it whose only state is the index verifies linearly).
+const SCAN: usize = 1024;
+/// `00-` + 32 + `-` + 16 + `-` + 2.
+const VALUE: usize = 55;
+
+#[inline(always)]
+fn byte(s: &Scratch, i: usize) -> u8 {
+    s.ev.payload[i & (SCAN * 2 - 1)]
+}
+
+#[inline(always)]
+fn read_u64(s: &Scratch, i: usize) -> u64 {
+    let i = i & (SCAN * 2 - 1);
+    // SAFETY: i < 2 * SCAN <= MAX_CAPTURE, and the payload is followed by
+    // the overflow area, so 8 bytes from i are inside the map value.
+    unsafe { core::ptr::read_unaligned(s.ev.payload.as_ptr().add(i).cast::<u64>()) }
+}
+
+#[inline(always)]
+fn read_u32(s: &Scratch, i: usize) -> u32 {
+    let i = i & (SCAN * 2 - 1);
+    // SAFETY: as in read_u64.
+    unsafe { core::ptr::read_unaligned(s.ev.payload.as_ptr().add(i).cast::<u32>()) }
+}
+
+/// What a search of read bytes found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// A valid `traceparent`: `s.inbound` holds its trace id and parent id.
+    Found,
+    /// The head ended (or a `traceparent` line was invalid) without one.
+    None,
+    /// The bytes ended before the head did: the rest comes in later reads.
+    Open,
+}
+
+/// Searches `s.ev.payload[..got]` (within the first SCAN bytes) for a
+/// valid `traceparent` line.
+///
+/// Only the read that starts the request is searched. A head split across
+/// reads (seen when an injected line travels in its own segment and a fast
+/// server reads before it arrives) gives `Open`: the agent then corrects
+/// the thread's trace once it has parsed the whole head, and calls made
+/// before that are counted (`trace_option_mismatches`). Searching the
+/// following reads as well doubled this code in every read program and
+/// broke the verifier's budget ("BPF program is too large").
+#[inline(always)]
+pub fn traceparent(s: &mut Scratch, got: usize) -> Inbound {
+    let at = match find(s, got) {
+        Found::At(at) => at,
+        Found::HeadEnd => return Inbound::None,
+        Found::Open => return Inbound::Open,
+    };
+    // Likewise: which of the SCAN offsets matched is forgotten, so `parse`
+    // is verified once rather than once per offset.
+    let at = launder(s, at);
+    if parse(s, at & (SCAN - 1), got) {
+        Inbound::Found
+    } else {
+        Inbound::None
+    }
+}
+
+enum Found {
+    /// Offset just past `traceparent:`.
+    At(usize),
+    HeadEnd,
+    Open,
+}
+
+/// `v`, stored in map memory and read back: the verifier keeps no bounds
+/// or value for what it loads from a map, so the paths that reach here
+/// with different knowledge of `v` become one state. Bounded again by the
+/// caller's masks and checks.
+#[inline(always)]
+pub fn launder(s: &mut Scratch, v: usize) -> usize {
+    s.stash = v as u64;
+    // SAFETY: a plain read of our own map value.
+    (unsafe { core::ptr::read_volatile(&s.stash) }) as usize
+}
+
+/// Offset just past `traceparent:` of the first line that starts with it
+/// (any case), before the head's end.
+#[inline(always)]
+fn find(s: &Scratch, got: usize) -> Found {
+    // OR-ing 0x20 lower-cases letters and leaves ':' as it is.
+    const LOW8: u64 = 0x2020_2020_2020_2020;
+    const LOW4: u32 = 0x2020_2020;
+    let tracepar = u64::from_le_bytes(*b"tracepar");
+    let ent = u32::from_le_bytes(*b"ent:");
+    let crlfcrlf = u32::from_le_bytes(*b"\r\n\r\n");
+    let mut i = 0usize;
+    while i < SCAN {
+        // Fewer than 13 bytes left: no match possible here (and a head
+        // end in them is taken as open, which is handled alike).
+        if i + 13 > got {
+            return Found::Open;
+        }
+        let four = read_u32(s, i);
+        if four == crlfcrlf {
+            return Found::HeadEnd;
+        }
+        // One branch per step, not one per compared part: a path that
+        // matched a part and failed the next would leave the loop with
+        // different knowledge than the main path, and go on alone to the
+        // end of the loop (quadratic: "BPF program is too large").
+        let miss = ((read_u64(s, i + 1) | LOW8) ^ tracepar)
+            | u64::from((read_u32(s, i + 9) | LOW4) ^ ent)
+            | u64::from((four & 0xff) ^ u32::from(b'\n'));
+        if miss == 0 {
+            return Found::At(i + 13);
+        }
+        i += 1;
+    }
+    Found::Open
+}
+
+/// Value of each byte as a lower-case hex digit, 0xff when it is not one.
+/// A table, not a `match`: with two ranges per digit each of the 50 digits
+/// would double the verifier's paths (known values 0..=9 vs 10..=15), and
+/// they never merge ("BPF program is too large").
+static HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn nibble(c: u8) -> Option<u8> {
+    let v = HEX_VALUE[c as usize];
+    (v < 16).then_some(v)
+}
+
+/// Parses `OWS 00-<trace>-<parent>-<flags>` at `at` into `s.inbound`.
+#[inline(always)]
+fn parse(s: &mut Scratch, mut at: usize, got: usize) -> bool {
+    parse_into(s, &mut at, got).is_some()
+}
+
+#[inline(always)]
+fn parse_into(s: &mut Scratch, at: &mut usize, got: usize) -> Option<()> {
+    let mut a = *at;
+    // Optional whitespace, as much as a sane client sends.
+    for _ in 0..2 {
+        let c = byte(s, a);
+        if c == b' ' || c == b'\t' {
+            a += 1;
+        }
+    }
+    *at = a;
+    if a + VALUE > got {
+        return None;
+    }
+    if byte(s, a) != b'0' || byte(s, a + 1) != b'0' || byte(s, a + 2) != b'-' {
+        return None;
+    }
+    let mut k = 0usize;
+    while k < 16 {
+        let hi = nibble(byte(s, a + 3 + 2 * k))?;
+        let lo = nibble(byte(s, a + 4 + 2 * k))?;
+        s.inbound.trace_id[k & 15] = hi << 4 | lo;
+        k += 1;
+    }
+    if byte(s, a + 35) != b'-' {
+        return None;
+    }
+    let mut k = 0usize;
+    while k < 8 {
+        let hi = nibble(byte(s, a + 36 + 2 * k))?;
+        let lo = nibble(byte(s, a + 37 + 2 * k))?;
+        s.inbound.span_id[k & 7] = hi << 4 | lo;
+        k += 1;
+    }
+    if byte(s, a + 52) != b'-' {
+        return None;
+    }
+    nibble(byte(s, a + 53))?;
+    nibble(byte(s, a + 54))?;
+    // W3C: all-zero ids are invalid. Read back from map memory (unknown
+    // to the verifier), compared as words.
+    let t = &s.inbound.trace_id;
+    let (t0, t1) = (
+        u64::from_ne_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]),
+        u64::from_ne_bytes([t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15]]),
+    );
+    let p = u64::from_ne_bytes(s.inbound.span_id);
+    ((t0 | t1) != 0 && p != 0).then_some(())
+}
