@@ -25,7 +25,10 @@ use wirespan_common::{
     maps::{RX_CONTEXT_ENTRIES, THREAD_TRACE_ENTRIES, TX_CONTEXT_ENTRIES},
 };
 
-use crate::{counters::bump, maps::EVENTS};
+use crate::{
+    counters::bump,
+    maps::{EVENTS, batched_wakeup},
+};
 
 #[map(name = "TX_CONTEXT")]
 pub static TX_CONTEXT: LruHashMap<u64, WireContext> =
@@ -155,7 +158,7 @@ pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64) {
         (*ev).source = source as u8;
         (*ev)._pad = [0; 7];
     }
-    entry.submit(0);
+    entry.submit(batched_wakeup(core::mem::size_of::<ContextEvent>() as u64));
     bump(Counter::ControlEvents);
 }
 
