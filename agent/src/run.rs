@@ -267,6 +267,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     ));
     readiness.set_ready();
     eprintln!("wirespan: ready (tracing {})", describe_scope(&cli));
+    crate::memory::release_startup_heap();
 
     wait_for_signal().await?;
     readiness.set_stopping();
