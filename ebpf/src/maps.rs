@@ -19,7 +19,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 pub static WAKE_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Forced wake-ups per CPU are at least this far apart.
-const WAKE_EVERY_NS: u64 = 1_000_000;
+const WAKE_EVERY_NS: u64 = 5_000_000;
 
 /// Wake-up flags for a record of `len` bytes about to go into EVENTS.
 ///
