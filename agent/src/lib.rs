@@ -14,6 +14,7 @@ pub mod export;
 pub mod kernel_counters;
 pub mod link;
 pub mod loader;
+pub mod memory;
 pub mod metrics;
 pub mod otel_env;
 pub mod pipeline;

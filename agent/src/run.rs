@@ -275,6 +275,9 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         exec_tx,
         stop_rx,
     ));
+    // Before "ready": whoever waits for it may signal at once, and the
+    // signal handler is only installed below.
+    crate::memory::release_startup_heap();
     readiness.set_ready();
     eprintln!("wirespan: ready (tracing {})", describe_scope(&cli));
 

@@ -10,7 +10,7 @@ use wirespan_common::event::{AF_INET, AF_INET6, Counter, EventHeader, EventKind}
 
 use crate::{
     counters::bump,
-    maps::{EVENTS, INFLIGHT, Inflight, SOCKET_FDS},
+    maps::{EVENTS, INFLIGHT, Inflight, SOCKET_FDS, batched_wakeup},
 };
 
 // Offsets from the syscalls:* tracepoint format files: args start at 16,
@@ -49,7 +49,7 @@ pub fn emit_header(kind: EventKind, tgid: u32, tid: u32, fd: i32, ret: i64, sk: 
         captured: 0,
         _pad1: 0,
     });
-    entry.submit(0);
+    entry.submit(batched_wakeup(core::mem::size_of::<EventHeader>() as u64));
     bump(Counter::ControlEvents);
 }
 

@@ -5,6 +5,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
@@ -65,7 +66,10 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         let _ = bpf_probe_read_kernel_str_bytes(src, &mut (*ev).filename);
     }
-    entry.submit(0);
+    // Woken at once, unlike the batched records (see `batched_wakeup`): the
+    // agent probes a new program's OpenSSL on exec, and must be done before
+    // the program's first TLS call. Execs are rare enough for the IPI.
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
     bump(Counter::ControlEvents);
     0
 }

@@ -28,7 +28,7 @@ use wirespan_common::{
 use crate::{
     counters::bump,
     inbound::Inbound,
-    maps::{EVENTS, Scratch},
+    maps::{EVENTS, Scratch, batched_wakeup},
 };
 
 #[map(name = "TX_CONTEXT")]
@@ -177,7 +177,7 @@ pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64, s: &mut Scr
         (*ev).source = source as u8;
         (*ev)._pad = [0; 7];
     }
-    entry.submit(0);
+    entry.submit(batched_wakeup(core::mem::size_of::<ContextEvent>() as u64));
     bump(Counter::ControlEvents);
 }
 

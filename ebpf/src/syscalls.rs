@@ -23,7 +23,7 @@ use wirespan_common::{
 use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
-    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch},
+    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch, batched_wakeup},
     sock::read_tuple,
 };
 
@@ -131,7 +131,7 @@ pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
         let sport = (*ev).tuple.sport;
         (*ev).ctx = crate::propagate::client_request(&cfg, id, sk, sport);
     }
-    entry.submit(0);
+    entry.submit(batched_wakeup(core::mem::size_of::<IntentEvent>() as u64));
     bump(Counter::ControlEvents);
 }
 
@@ -260,7 +260,10 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     let len = DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1));
     // SAFETY: len <= size_of::<Scratch>() by construction above.
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS
+        .output::<[u8]>(bytes, batched_wakeup(len as u64))
+        .is_err()
+    {
         bump(Counter::RingbufFull);
     } else {
         bump(Counter::DataEvents);

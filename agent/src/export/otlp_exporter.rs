@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 
 use super::{
     ExportError, Exporter, Health, ShutdownDeadline, otlp,
-    otlp_grpc::{GrpcSetupError, GrpcTransport},
+    otlp_grpc::{EncodedRequest, GrpcSetupError, GrpcTransport},
     otlp_http::{HttpSetupError, HttpTransport},
     retry::{self, Outcome, RetryPolicy},
 };
@@ -142,6 +142,7 @@ impl Inner {
         };
         let outcome = match transport {
             Transport::Grpc(g) => {
+                let req = EncodedRequest::new(&req);
                 retry::run(
                     policy,
                     shutdown,

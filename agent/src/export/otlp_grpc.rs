@@ -3,12 +3,18 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use bytes::{Buf, BufMut, Bytes};
+use http::{HeaderMap, uri::PathAndQuery};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::{
+    DecodeError, Message,
+    encoding::{DecodeContext, WireType, skip_field},
 };
 use tonic::{
-    Code, Status,
+    Code, GrpcMethod, Status,
+    client::Grpc,
     codec::CompressionEncoding,
     metadata::MetadataMap,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
@@ -25,8 +31,50 @@ pub struct GrpcSetupError {
     source: tonic::transport::Error,
 }
 
+const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// An `ExportTraceServiceRequest` encoded once per batch. gRPC needs an
+/// owned message per attempt, and cloning the request deep-copied every
+/// span's strings on every attempt, the first one included; these bytes
+/// clone by reference count. It only ever encodes: decoding skips fields.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedRequest(Bytes);
+
+impl EncodedRequest {
+    pub fn new(req: &ExportTraceServiceRequest) -> Self {
+        Self(req.encode_to_vec().into())
+    }
+}
+
+impl Message for EncodedRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
 pub struct GrpcTransport {
-    client: TraceServiceClient<Channel>,
+    /// What the generated `TraceServiceClient` wraps, used directly so
+    /// that the message can be [`EncodedRequest`].
+    grpc: Grpc<Channel>,
     metadata: MetadataMap,
 }
 
@@ -50,27 +98,22 @@ impl GrpcTransport {
             }
             ep = ep.tls_config(tls).map_err(err)?;
         }
-        let mut client =
-            TraceServiceClient::new(ep.connect_lazy()).accept_compressed(CompressionEncoding::Gzip);
+        let mut grpc = Grpc::new(ep.connect_lazy()).accept_compressed(CompressionEncoding::Gzip);
         if s.compression == Compression::Gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip);
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &s.headers {
             headers.append(k.clone(), v.clone());
         }
         Ok(Self {
-            client,
+            grpc,
             metadata: MetadataMap::from_headers(headers),
         })
     }
 
-    pub async fn send(&self, req: ExportTraceServiceRequest, timeout: Duration) -> Attempt {
-        let mut request = tonic::Request::new(req);
-        *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(timeout);
-        // Clients share the channel; a clone is cheap.
-        match self.client.clone().export(request).await {
+    pub async fn send(&self, req: EncodedRequest, timeout: Duration) -> Attempt {
+        match self.export(req, timeout).await {
             Ok(resp) => {
                 let partial = resp.into_inner().partial_success;
                 Attempt::Done {
@@ -87,6 +130,31 @@ impl GrpcTransport {
 
 /// The OTLP spec's retryable gRPC codes; RESOURCE_EXHAUSTED only when the
 /// server says when to come back (RetryInfo).
+impl GrpcTransport {
+    /// What the generated client's `export` does, with [`EncodedRequest`].
+    async fn export(
+        &self,
+        req: EncodedRequest,
+        timeout: Duration,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+        // Clones share the channel; a clone is cheap.
+        let mut grpc = self.grpc.clone();
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+        let mut request = tonic::Request::new(req);
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(timeout);
+        request
+            .extensions_mut()
+            .insert(GrpcMethod::new(SERVICE, "Export"));
+        let codec =
+            tonic_prost::ProstCodec::<EncodedRequest, ExportTraceServiceResponse>::default();
+        grpc.unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
+            .await
+    }
+}
+
 fn classify(status: &Status) -> Attempt {
     let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     let mut reason = format!("gRPC {:?}", status.code());
