@@ -206,7 +206,7 @@ pub fn scrape_until(
 }
 
 /// The kernel's counters in the exit line (common's `Counter::ALL`).
-pub const KERNEL_COUNTERS: [&str; 10] = [
+pub const KERNEL_COUNTERS: [&str; 15] = [
     "ringbuf_full",
     "inflight_full",
     "payload_read_failed",
@@ -217,6 +217,11 @@ pub const KERNEL_COUNTERS: [&str; 10] = [
     "tcp_options_no_room",
     "tcp_options_read",
     "tcp_options_no_cookie",
+    "traceparent_injected",
+    "traceparent_already_present",
+    "traceparent_head_too_long",
+    "traceparent_inject_failed",
+    "traceparent_sockhash_full",
 ];
 
 /// Where counter `name` of the agent's exit line appears in `/metrics`:
