@@ -25,6 +25,18 @@ const CLIENT: SpanKind = SpanKind::Client;
 const SERVER: SpanKind = SpanKind::Server;
 const N: usize = 10;
 
+/// `expected` with only the hops of `pids`: what one of two agents sees.
+fn hops_of(expected: &[ExpectedTrace], pids: &[u32]) -> Vec<ExpectedTrace> {
+    expected
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.hops.retain(|h| pids.contains(&h.pid));
+            e
+        })
+        .collect()
+}
+
 fn counter(s: &Stopped, name: &str) -> u64 {
     s.counter(name).unwrap_or(0)
 }
@@ -78,16 +90,7 @@ fn option_alone_links_two_agents_that_see_nothing_of_each_other() {
     }
 
     // Each agent is waited for with its own hops only.
-    let only = |pids: &[u32]| -> Vec<ExpectedTrace> {
-        expected
-            .iter()
-            .map(|e| {
-                let mut e = e.clone();
-                e.hops.retain(|h| pids.contains(&h.pid));
-                e
-            })
-            .collect()
-    };
+    let only = |pids: &[u32]| hops_of(&expected, pids);
     let stopped_a = chain::collect(agent_a, &only(&[py.pid()]));
     let stopped_b = chain::collect(agent_b, &only(&[java.pid(), nginx.pid()]));
     let mut spans = stopped_a.spans_where(|s| s.pid() == Some(py.pid()));
@@ -240,16 +243,7 @@ fn option_links_https_across_two_agents() {
     node_a.leave();
 
     let curl_pids: Vec<u32> = expected.iter().map(|e| e.hops[0].pid).collect();
-    let only = |pids: &[u32]| -> Vec<ExpectedTrace> {
-        expected
-            .iter()
-            .map(|e| {
-                let mut e = e.clone();
-                e.hops.retain(|h| pids.contains(&h.pid));
-                e
-            })
-            .collect()
-    };
+    let only = |pids: &[u32]| hops_of(&expected, pids);
     let stopped_a = chain::collect(agent_a, &only(&curl_pids));
     let stopped_b = chain::collect(agent_b, &only(&[nginx.pid()]));
     let mut spans = stopped_a.spans_where(|s| s.pid().is_some_and(|p| curl_pids.contains(&p)));
