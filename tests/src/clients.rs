@@ -153,6 +153,32 @@ pub fn curl_numbered(server: &crate::servers::Server, prefix: &str, n: u64) -> C
     run
 }
 
+/// POSTs `size` seeded bytes (`seed`) to `url` (py_server's `/upload`,
+/// which answers with the sha256 of what it received) with curl, without
+/// `Expect: 100-continue`, and asserts the answer matches what was sent.
+pub fn upload_hash_checked(url: &str, seed: u64, size: usize) {
+    let data = crate::data::seeded_bytes(seed, size);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), &data).expect("write body");
+    let arg = format!("@{}", file.path().display());
+    let run = curl(&[
+        "--data-binary",
+        &arg,
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-H",
+        "Expect:",
+        url,
+    ]);
+    let t = run.only();
+    assert_eq!(t.http_code, 200, "{size}-byte upload status");
+    assert_eq!(
+        String::from_utf8_lossy(&t.body),
+        crate::data::sha256_hex(&data),
+        "the server received other bytes than the {size}-byte body sent"
+    );
+}
+
 /// Runs `curl -sS --noproxy '*' ARGS...`, timing it. Each transfer's status
 /// and connection reuse come from `--write-out`. Panics only if curl cannot
 /// be spawned; the caller checks the exit status.

@@ -19,8 +19,8 @@ use std::time::Duration;
 use wirespan_tests::agent::{Stopped, span_timeout};
 use wirespan_tests::cgroup::TestCgroup;
 use wirespan_tests::chain::Received;
-use wirespan_tests::clients::{curl, read_responses};
-use wirespan_tests::data::{seeded_bytes, sha256_hex};
+use wirespan_tests::clients::{curl, read_responses, upload_hash_checked};
+use wirespan_tests::data::seeded_bytes;
 use wirespan_tests::env;
 use wirespan_tests::servers::Server;
 use wirespan_tests::{Agent, Span};
@@ -153,18 +153,7 @@ fn traffic_on_an_injected_port_stays_intact() {
 
     // Uploads: the head is injected, the body must arrive byte for byte.
     for (seed, size) in [(51u64, 1usize << 20), (52, 32 << 20)] {
-        let data = seeded_bytes(seed, size);
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), &data).expect("write body");
-        let arg = format!("@{}", file.path().display());
-        let url = server.url("/upload");
-        let run = curl(&["--data-binary", &arg, "-H", "Expect:", &url]);
-        assert_eq!(run.only().http_code, 200, "{size}-byte upload");
-        assert_eq!(
-            String::from_utf8_lossy(&run.only().body),
-            sha256_hex(&data),
-            "the {size}-byte body changed on an injected connection"
-        );
+        upload_hash_checked(&server.url("/upload"), seed, size);
     }
 
     // Keep-alive: five requests on one connection.

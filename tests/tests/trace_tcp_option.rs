@@ -15,8 +15,7 @@ use wirespan_tests::SpanKind;
 use wirespan_tests::agent::Stopped;
 use wirespan_tests::cgroup::TestCgroup;
 use wirespan_tests::chain::{self, ExpectedTrace};
-use wirespan_tests::clients::curl;
-use wirespan_tests::data::{seeded_bytes, sha256_hex};
+use wirespan_tests::clients::{curl, upload_hash_checked};
 use wirespan_tests::env;
 use wirespan_tests::servers::Server;
 use wirespan_tests::{Agent, agent::span_timeout};
@@ -139,27 +138,7 @@ fn receiver_without_the_agent_gets_intact_uploads_and_keepalive() {
     cg.enter();
 
     for (seed, size) in [(41u64, 1usize << 20), (42, 32 << 20)] {
-        let data = seeded_bytes(seed, size);
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), &data).expect("write body");
-        let arg = format!("@{}", file.path().display());
-        let url = server.url("/upload");
-        let run = curl(&[
-            "--data-binary",
-            &arg,
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-H",
-            "Expect:",
-            &url,
-        ]);
-        let t = run.only();
-        assert_eq!(t.http_code, 200, "{size}-byte upload status");
-        assert_eq!(
-            String::from_utf8_lossy(&t.body),
-            sha256_hex(&data),
-            "the server received other bytes than the {size}-byte body sent with the TCP option on"
-        );
+        upload_hash_checked(&server.url("/upload"), seed, size);
     }
     // Keep-alive: five requests on one connection, each answered whole.
     let urls: Vec<String> = (0..5).map(|i| server.url(&format!("/ka-{i}"))).collect();
