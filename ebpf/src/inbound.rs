@@ -49,12 +49,13 @@ pub enum Inbound {
 /// valid `traceparent` line.
 ///
 /// Only the read that starts the request is searched. A head split across
-/// reads (seen when an injected line travels in its own segment and a fast
-/// server reads before it arrives) gives `Open`: the agent then corrects
-/// the thread's trace once it has parsed the whole head, and calls made
-/// before that are counted (`trace_option_mismatches`). Searching the
-/// following reads as well doubled this code in every read program and
-/// broke the verifier's budget ("BPF program is too large").
+/// reads (a client writing it in pieces, a server reading it in pieces)
+/// gives `Open`: the agent then corrects the thread's trace once it has
+/// parsed the whole head, and calls made before that are counted
+/// (`trace_option_mismatches`). Our own injection keeps the head in one
+/// segment (see `inject`). Searching the following reads as well doubled
+/// this code in every read program and broke the verifier's budget ("BPF
+/// program is too large").
 #[inline(always)]
 pub fn traceparent(s: &mut Scratch, got: usize) -> Inbound {
     let at = match find(s, got) {
