@@ -87,6 +87,18 @@ pub struct Cli {
     #[arg(long, env = "WIRESPAN_INJECT_TRACEPARENT", value_name = "PORTS")]
     pub inject_traceparent: Option<PortList>,
 
+    /// With `--inject-traceparent`: only connections whose destination
+    /// address is in one of these networks (e.g. `10.0.0.0/8,fd00::/8`; an
+    /// IPv4 network also matches IPv4 peers of dual-stack sockets). Default:
+    /// any destination.
+    #[arg(
+        long,
+        env = "WIRESPAN_INJECT_CIDRS",
+        value_name = "CIDRS",
+        requires = "inject_traceparent"
+    )]
+    pub inject_cidrs: Option<crate::cidr::CidrList>,
+
     /// The cgroup v2 directory whose processes get the TCP option (default:
     /// the root of the cgroup v2 hierarchy, i.e. the whole node). Outgoing
     /// connections of processes in it have a 28-byte smaller MSS, the room

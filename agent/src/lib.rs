@@ -7,6 +7,7 @@
 
 pub mod btf;
 pub mod capture;
+pub mod cidr;
 pub mod clock;
 pub mod config;
 pub mod conn;

@@ -12,7 +12,10 @@ use anyhow::Context;
 use aya::maps::RingBuf;
 use log::{info, warn};
 use wirespan_common::{
-    config::{FdTableOffsets, KernelConfig, PROPAGATE_HEADER, PROPAGATE_TCP_OPTION, SockOffsets},
+    config::{
+        FdTableOffsets, KernelConfig, PROPAGATE_HEADER, PROPAGATE_HEADER_CIDRS,
+        PROPAGATE_TCP_OPTION, SockOffsets,
+    },
     event::ThreadTrace,
     maps,
 };
@@ -202,10 +205,14 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     let mut ebpf = loader::load(&kcfg, &cli.pids, cli.ring_buffer_bytes)?;
     if let (Some(ports), Some(dir)) = (&cli.inject_traceparent, &cgroup) {
         // Before sock_ops: connections established from then on are added.
-        sockops::attach_injection(&mut ebpf, ports)
+        sockops::attach_injection(&mut ebpf, ports, cli.inject_cidrs.as_ref())
             .context("--inject-traceparent: cannot set up header injection")?;
+        let nets = cli
+            .inject_cidrs
+            .as_ref()
+            .map_or_else(String::new, |c| format!(" in {c}"));
         info!(
-            "trace context: traceparent injected into requests to ports {ports} from processes in {}",
+            "trace context: traceparent injected into requests to ports {ports}{nets} from processes in {}",
             dir.display()
         );
     }
@@ -324,6 +331,9 @@ fn propagation_plan(cli: &Cli, sock: &SockOffsets) -> anyhow::Result<(Option<Pat
     let inject = cli.inject_traceparent.is_some();
     if inject {
         bits |= PROPAGATE_HEADER;
+        if cli.inject_cidrs.is_some() {
+            bits |= PROPAGATE_HEADER_CIDRS;
+        }
     }
     if bits == 0 {
         return Ok((None, 0));

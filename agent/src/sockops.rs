@@ -9,14 +9,15 @@ use std::{
 use anyhow::{Context, bail};
 use aya::{
     Ebpf,
-    maps::{HashMap, SockHash},
+    maps::{HashMap, LpmTrie, SockHash, lpm_trie::Key},
     programs::{CgroupAttachMode, SkMsg, SockOps},
 };
 use wirespan_common::maps::{
-    INJECT_PORTS, INJECT_PORTS_ENTRIES, INJECT_SOCKS, SKMSG_PROGRAM, SOCKOPS_PROGRAM,
+    INJECT_CIDRS, INJECT_CIDRS_ENTRIES, INJECT_PORTS, INJECT_PORTS_ENTRIES, INJECT_SOCKS,
+    SKMSG_PROGRAM, SOCKOPS_PROGRAM,
 };
 
-use crate::config::PortList;
+use crate::{cidr::CidrList, config::PortList};
 
 /// The mount point of the cgroup v2 hierarchy (the node's root cgroup),
 /// from /proc/self/mounts: `/sys/fs/cgroup` on unified systems,
@@ -70,10 +71,19 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> anyhow::Result<()> {
 }
 
 /// Header injection: the allowlisted destination ports go in INJECT_PORTS
-/// (read by the sock_ops program), and the sk_msg program is attached to
-/// the INJECT_SOCKS SockHash. Call before [`attach`], so that no connection
-/// is established before the ports are known.
-pub fn attach_injection(ebpf: &mut Ebpf, ports: &PortList) -> anyhow::Result<()> {
+/// and the networks (if any) in INJECT_CIDRS (read by the sock_ops
+/// program, which checks the networks only when the kernel config says
+/// so), and the sk_msg program is attached to the INJECT_SOCKS SockHash.
+/// Call before [`attach`], so that no connection is established before
+/// the scope is known.
+pub fn attach_injection(
+    ebpf: &mut Ebpf,
+    ports: &PortList,
+    cidrs: Option<&CidrList>,
+) -> anyhow::Result<()> {
+    if let Some(cidrs) = cidrs {
+        fill_cidrs(ebpf, cidrs)?;
+    }
     let n = ports.ports().count();
     if n > INJECT_PORTS_ENTRIES as usize {
         bail!(
@@ -102,6 +112,24 @@ pub fn attach_injection(ebpf: &mut Ebpf, ports: &PortList) -> anyhow::Result<()>
         .with_context(|| format!("verifier rejected {SKMSG_PROGRAM}"))?;
     prog.attach(&fd)
         .context("attaching sk_msg to the injection SockHash")?;
+    Ok(())
+}
+
+fn fill_cidrs(ebpf: &mut Ebpf, cidrs: &CidrList) -> anyhow::Result<()> {
+    if cidrs.len() > INJECT_CIDRS_ENTRIES as usize {
+        bail!(
+            "--inject-cidrs: {} networks given, at most {INJECT_CIDRS_ENTRIES} are supported",
+            cidrs.len()
+        );
+    }
+    let mut map: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(
+        ebpf.map_mut(INJECT_CIDRS)
+            .context("map INJECT_CIDRS missing")?,
+    )?;
+    for c in cidrs.iter() {
+        map.insert(&Key::new(u32::from(c.prefix), c.addr), 1, 0)
+            .with_context(|| format!("allowing network {c} for injection"))?;
+    }
     Ok(())
 }
 

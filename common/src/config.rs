@@ -142,6 +142,9 @@ pub const PROPAGATE_TCP_OPTION: u32 = 1;
 /// Trace context is written into outgoing HTTP/1 requests as a
 /// `traceparent` header (sk_msg), on sockets to allowlisted ports.
 pub const PROPAGATE_HEADER: u32 = 2;
+/// With [`PROPAGATE_HEADER`]: only connections whose destination address
+/// is in the INJECT_CIDRS trie (`--inject-cidrs`) get the header.
+pub const PROPAGATE_HEADER_CIDRS: u32 = 4;
 
 /// The experimental TCP option (RFC 6994, kind 254) that carries trace
 /// context: kind, length, the 16-bit ExID, then trace id (16 bytes) and

@@ -37,6 +37,10 @@ pub const SKMSG_PROGRAM: &str = "wirespan_skmsg";
 /// Destination ports whose connections get `traceparent` injected.
 pub const INJECT_PORTS: &str = "INJECT_PORTS";
 pub const INJECT_PORTS_ENTRIES: u32 = 1024;
+/// Destination networks whose connections get `traceparent` injected
+/// (`--inject-cidrs`): an LPM trie over 16-byte addresses, IPv4 mapped.
+pub const INJECT_CIDRS: &str = "INJECT_CIDRS";
+pub const INJECT_CIDRS_ENTRIES: u32 = 256;
 /// The SockHash of connections whose requests get `traceparent` injected.
 pub const INJECT_SOCKS: &str = "INJECT_SOCKS";
 pub const INJECT_SOCKS_ENTRIES: u32 = 64 * 1024;

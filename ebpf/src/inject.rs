@@ -22,19 +22,24 @@ use aya_ebpf::{
         generated::{bpf_msg_pop_data, bpf_msg_pull_data},
     },
     macros::{map, sk_msg},
-    maps::{HashMap, LruHashMap, PerCpuArray, SockHash},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, SockHash, lpm_trie::Key},
     programs::{SkMsgContext, SockOpsContext},
 };
 use wirespan_common::{
-    config::{KernelConfig, PROPAGATE_HEADER},
+    config::{KernelConfig, PROPAGATE_HEADER, PROPAGATE_HEADER_CIDRS},
     event::{Counter, WireContext},
-    maps::{INJECT_PORTS_ENTRIES, INJECT_SOCKS_ENTRIES},
+    maps::{INJECT_CIDRS_ENTRIES, INJECT_PORTS_ENTRIES, INJECT_SOCKS_ENTRIES},
 };
 
 use crate::counters::bump;
 
 #[map(name = "INJECT_PORTS")]
 pub static INJECT_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(INJECT_PORTS_ENTRIES, 0);
+
+/// `--inject-cidrs`: destination networks, 16-byte addresses with IPv4
+/// mapped (`::ffff:a.b.c.d`), as a dual-stack socket reports an IPv4 peer.
+#[map(name = "INJECT_CIDRS")]
+static INJECT_CIDRS: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(INJECT_CIDRS_ENTRIES, 0);
 
 #[map(name = "INJECT_SOCKS")]
 pub static INJECT_SOCKS: SockHash<u64> = SockHash::with_max_entries(INJECT_SOCKS_ENTRIES, 0);
@@ -101,6 +106,9 @@ pub fn maybe_add(ctx: &SockOpsContext, cookie: u64) {
     if unsafe { INJECT_PORTS.get(port) }.is_none() {
         return;
     }
+    if crate::config::get().propagation & PROPAGATE_HEADER_CIDRS != 0 && !cidr_allowed(ctx) {
+        return;
+    }
     let mut key = cookie;
     // SAFETY: the sock_ops context is valid for the whole program run.
     if INJECT_SOCKS
@@ -109,6 +117,38 @@ pub fn maybe_add(ctx: &SockOpsContext, cookie: u64) {
     {
         bump(Counter::HeaderSockhashFull);
     }
+}
+
+/// Whether the peer's address is in INJECT_CIDRS.
+#[inline(always)]
+fn cidr_allowed(ctx: &SockOpsContext) -> bool {
+    const AF_INET: u32 = 2;
+    let mut addr = [0u8; 16];
+    if ctx.family() == AF_INET {
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        // Network order in memory: its bytes are the address's.
+        addr[12..].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+    } else {
+        // One load per word at a constant offset: as a loop, LLVM walks a
+        // pointer through the context ("dereference of modified ctx ptr R4
+        // off=24 disallowed").
+        // SAFETY: fields of the context the kernel passed.
+        let w = unsafe {
+            let ip6 = &(*ctx.ops).remote_ip6;
+            [
+                core::ptr::read_volatile(&ip6[0]),
+                core::ptr::read_volatile(&ip6[1]),
+                core::ptr::read_volatile(&ip6[2]),
+                core::ptr::read_volatile(&ip6[3]),
+            ]
+        };
+        addr[..4].copy_from_slice(&w[0].to_ne_bytes());
+        addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
+        addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
+        addr[12..].copy_from_slice(&w[3].to_ne_bytes());
+    }
+    INJECT_CIDRS.get(Key::new(128, addr)).is_some()
 }
 
 #[sk_msg]

@@ -104,6 +104,32 @@ fn bad_ring_buffer_size_exits_2_with_one_line() {
 }
 
 #[test]
+fn bad_inject_cidrs_exit_2_with_one_line() {
+    if !env::require_agent_bin() {
+        return;
+    }
+    let with_ports =
+        |cidrs: &str| run_agent(&["--inject-traceparent", "80", "--inject-cidrs", cidrs]);
+    for (bad, mention) in [
+        ("10.0.0.1/8", "did you mean 10.0.0.0/8"),
+        ("10.0.0.0/33", "prefix length"),
+        ("10.0.0.0", "address/prefix"),
+        ("fd00::1/8", "did you mean fd00::/8"),
+        (",", "empty"),
+    ] {
+        let out = with_ports(bad);
+        assert_one_line_error(
+            &format!("--inject-cidrs {bad}"),
+            &out,
+            &["--inject-cidrs", mention],
+        );
+    }
+    // Networks mean nothing without the ports to inject into.
+    let out = run_agent(&["--inject-cidrs", "10.0.0.0/8"]);
+    assert_one_line_error("--inject-cidrs alone", &out, &["--inject-traceparent"]);
+}
+
+#[test]
 fn metrics_addr_in_use_exits_2_with_one_line() {
     if !require_agent_bin_as_root() {
         return;
@@ -178,6 +204,8 @@ fn help_explains_every_flag() {
         "--capture-bytes",
         "--ring-buffer-bytes",
         "--metrics-addr",
+        "--inject-traceparent",
+        "--inject-cidrs",
     ] {
         assert!(
             stdout.contains(flag),

@@ -29,10 +29,10 @@ const N: usize = 5;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An agent injecting into connections to `port` from `cg`, with no TCP
-/// option, printing the spans of `port`.
-fn injecting_agent(cg: &TestCgroup, port: u16) -> Agent {
+/// option, printing the spans of `port`; `extra` arguments appended.
+fn injecting_agent(cg: &TestCgroup, port: u16, extra: &[&str]) -> Agent {
     let (dir, port) = (cg.arg(), port.to_string());
-    Agent::start_ready(&[
+    let mut args = vec![
         "--cgroup",
         &dir,
         "--propagation",
@@ -41,7 +41,17 @@ fn injecting_agent(cg: &TestCgroup, port: u16) -> Agent {
         &port,
         "--open-ports",
         &port,
-    ])
+    ];
+    args.extend(extra);
+    Agent::start_ready(&args)
+}
+
+/// The `traceparent` lines the leaf received for one curl request to `url`.
+fn received_traceparents(url: &str) -> Vec<String> {
+    let run = curl(&["-g", url]);
+    let t = run.only();
+    assert_eq!(t.http_code, 200, "{url}");
+    Received::parse(&String::from_utf8_lossy(&t.body)).traceparent
 }
 
 fn counter(s: &Stopped, name: &str) -> u64 {
@@ -68,7 +78,7 @@ fn injected_header_carries_the_client_span_and_links_the_server() {
     }
     let leaf = Server::py_leaf();
     let cg = TestCgroup::create("inject-ids");
-    let agent = injecting_agent(&cg, leaf.port);
+    let agent = injecting_agent(&cg, leaf.port, &[]);
     cg.enter();
     let mut got = Vec::new();
     for i in 0..N {
@@ -117,7 +127,7 @@ fn instrumented_requests_are_never_given_a_second_traceparent() {
     }
     let leaf = Server::py_leaf();
     let cg = TestCgroup::create("inject-sdk");
-    let agent = injecting_agent(&cg, leaf.port);
+    let agent = injecting_agent(&cg, leaf.port, &[]);
     cg.enter();
     let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     for (i, name) in ["traceparent", "TraceParent", "TRACEPARENT"]
@@ -148,7 +158,7 @@ fn traffic_on_an_injected_port_stays_intact() {
     }
     let server = Server::python();
     let cg = TestCgroup::create("inject-integrity");
-    let agent = injecting_agent(&cg, server.port);
+    let agent = injecting_agent(&cg, server.port, &[]);
     cg.enter();
 
     // Uploads: the head is injected, the body must arrive byte for byte.
@@ -219,7 +229,7 @@ fn non_http_bytes_on_an_injected_port_are_unchanged() {
     }
     let echo = Server::echo();
     let cg = TestCgroup::create("inject-echo");
-    let agent = injecting_agent(&cg, echo.port);
+    let agent = injecting_agent(&cg, echo.port, &[]);
     cg.enter();
     let mut s = TcpStream::connect(echo.addr()).expect("connect");
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -254,4 +264,42 @@ fn read_head(s: &mut TcpStream) -> String {
         head.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+/// `--inject-cidrs`: only connections to those networks get the header.
+/// The leaf listens on 127.0.0.1. With 10.0.0.0/8 alone nothing is
+/// injected; adding 127.0.0.0/8 injects, both for curl's IPv4 socket and
+/// for a dual-stack IPv6 socket connected to `::ffff:127.0.0.1` (the
+/// kernel reports that peer in its IPv4-mapped form, which is how the
+/// agent stores IPv4 networks).
+#[test]
+fn injection_is_scoped_by_destination_network() {
+    if !env::require_ebpf() || !env::require_program("curl") {
+        return;
+    }
+    let leaf = Server::py_leaf();
+    let cg = TestCgroup::create("inject-cidrs");
+    let mapped = format!(
+        "http://[::ffff:127.0.0.1]:{}/status/200/cidr-mapped",
+        leaf.port
+    );
+    for (cidrs, want) in [("10.0.0.0/8", 0), ("10.0.0.0/8,127.0.0.0/8", 2)] {
+        let agent = injecting_agent(&cg, leaf.port, &["--inject-cidrs", cidrs]);
+        cg.enter();
+        let v4 = received_traceparents(&leaf.url("/status/200/cidr-v4"));
+        let v6 = received_traceparents(&mapped);
+        cg.leave();
+        let stopped = agent.stop();
+        stopped.assert_clean_exit();
+        assert_eq!(
+            (v4.len(), v6.len()),
+            (want / 2, want / 2),
+            "--inject-cidrs {cidrs}: traceparent lines received over IPv4 and mapped IPv6"
+        );
+        assert_eq!(
+            counter(&stopped, "traceparent_injected"),
+            want as u64,
+            "--inject-cidrs {cidrs}"
+        );
+    }
 }
