@@ -9,12 +9,13 @@ use std::{
 use anyhow::{Context, bail};
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, SockHash, lpm_trie::Key},
-    programs::{CgroupAttachMode, SkMsg, SockOps},
+    maps::{HashMap, LpmTrie, ProgramArray, SockHash, lpm_trie::Key},
+    programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
 };
+use log::warn;
 use wirespan_common::maps::{
     INJECT_CIDRS, INJECT_CIDRS_ENTRIES, INJECT_PORTS, INJECT_PORTS_ENTRIES, INJECT_SOCKS,
-    SKMSG_PROGRAM, SOCKOPS_PROGRAM,
+    SKMSG_PROGRAM, SOCKOPS_PROGRAM, TAIL_CALLS, TAIL_TRACESTATE, TRACESTATE_PROGRAM,
 };
 
 use crate::{cidr::CidrList, config::PortList};
@@ -112,6 +113,32 @@ pub fn attach_injection(
         .with_context(|| format!("verifier rejected {SKMSG_PROGRAM}"))?;
     prog.attach(&fd)
         .context("attaching sk_msg to the injection SockHash")?;
+    if let Err(e) = enable_tracestate(ebpf) {
+        warn!(
+            "tracestate capture unavailable ({e:#}); lost: tracestate next to injected traceparent"
+        );
+    }
+    Ok(())
+}
+
+/// Puts the `tracestate` capture in the read programs' tail-call slot.
+/// Until it is there (or if it never is), their tail call falls through.
+fn enable_tracestate(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(TRACESTATE_PROGRAM)
+        .with_context(|| format!("program {TRACESTATE_PROGRAM} missing from the object"))?
+        .try_into()?;
+    prog.load()
+        .with_context(|| format!("verifier rejected {TRACESTATE_PROGRAM}"))?;
+    let fd = prog
+        .fd()?
+        .try_clone()
+        .context("duplicating the program fd")?;
+    let mut slots =
+        ProgramArray::try_from(ebpf.map_mut(TAIL_CALLS).context("map TAIL_CALLS missing")?)?;
+    slots
+        .set(TAIL_TRACESTATE, &fd, 0)
+        .context("filling the tail-call slot")?;
     Ok(())
 }
 

@@ -313,13 +313,19 @@ pub enum Counter {
     HeaderInjectFailed = 13,
     /// Connections not added for injection (SockHash full or refused).
     HeaderSockhashFull = 14,
+    /// `tracestate` lines injected after the `traceparent` (the inbound
+    /// request of the sending thread had one).
+    TracestateInjected = 15,
+    /// Inbound `tracestate` not propagated: over 512 bytes, in several
+    /// header lines, or with bytes outside printable ASCII.
+    TracestateDropped = 16,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_SLOTS: u32 = 16;
+pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 17] = [
         Counter::RingbufFull,
         Counter::InflightFull,
         Counter::PayloadReadFailed,
@@ -335,6 +341,8 @@ impl Counter {
         Counter::HeaderHeadTooLong,
         Counter::HeaderInjectFailed,
         Counter::HeaderSockhashFull,
+        Counter::TracestateInjected,
+        Counter::TracestateDropped,
     ];
 
     /// What the counter counts (the metric's HELP text).
@@ -373,6 +381,12 @@ impl Counter {
             Counter::HeaderSockhashFull => {
                 "connections not chosen for injection because the SockHash refused them"
             }
+            Counter::TracestateInjected => {
+                "tracestate headers injected after an injected traceparent"
+            }
+            Counter::TracestateDropped => {
+                "inbound tracestate values not propagated (over 512 bytes, several lines, or not printable ASCII)"
+            }
         }
     }
 
@@ -393,6 +407,8 @@ impl Counter {
             Counter::HeaderHeadTooLong => "traceparent_head_too_long",
             Counter::HeaderInjectFailed => "traceparent_inject_failed",
             Counter::HeaderSockhashFull => "traceparent_sockhash_full",
+            Counter::TracestateInjected => "tracestate_injected",
+            Counter::TracestateDropped => "tracestate_dropped",
         }
     }
 }

@@ -37,6 +37,13 @@ pub const SKMSG_PROGRAM: &str = "wirespan_skmsg";
 /// Destination ports whose connections get `traceparent` injected.
 pub const INJECT_PORTS: &str = "INJECT_PORTS";
 pub const INJECT_PORTS_ENTRIES: u32 = 1024;
+/// The program array the read programs tail-call into (slot 0: the
+/// inbound `tracestate` capture, too big to share their verifier budget).
+pub const TAIL_CALLS: &str = "TAIL_CALLS";
+pub const TAIL_TRACESTATE: u32 = 0;
+/// The tracepoint program in slot [`TAIL_TRACESTATE`]: loaded, never
+/// attached.
+pub const TRACESTATE_PROGRAM: &str = "wirespan_tracestate";
 /// Destination networks whose connections get `traceparent` injected
 /// (`--inject-cidrs`): an LPM trie over 16-byte addresses, IPv4 mapped.
 pub const INJECT_CIDRS: &str = "INJECT_CIDRS";

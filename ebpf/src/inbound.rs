@@ -15,7 +15,7 @@ const SCAN: usize = 1024;
 const VALUE: usize = 55;
 
 #[inline(always)]
-fn byte(s: &Scratch, i: usize) -> u8 {
+pub fn byte(s: &Scratch, i: usize) -> u8 {
     s.ev.payload[i & (SCAN * 2 - 1)]
 }
 
@@ -58,7 +58,7 @@ pub enum Inbound {
 /// program is too large").
 #[inline(always)]
 pub fn traceparent(s: &mut Scratch, got: usize) -> Inbound {
-    let at = match find(s, got) {
+    let at = match find(s, 0, got, &TRACEPARENT) {
         Found::At(at) => at,
         Found::HeadEnd => return Inbound::None,
         Found::Open => return Inbound::Open,
@@ -73,7 +73,7 @@ pub fn traceparent(s: &mut Scratch, got: usize) -> Inbound {
     }
 }
 
-enum Found {
+pub enum Found {
     /// Offset just past `traceparent:`.
     At(usize),
     HeadEnd,
@@ -91,21 +91,43 @@ pub fn launder(s: &mut Scratch, v: usize) -> usize {
     (unsafe { core::ptr::read_volatile(&s.stash) }) as usize
 }
 
-/// Offset just past `traceparent:` of the first line that starts with it
-/// (any case), before the head's end.
+/// A header name to search for, as the words `find` compares: its first
+/// 8 bytes, the next 4 masked to the rest of the name and the colon.
+pub struct Name {
+    first8: u64,
+    next4: u32,
+    mask4: u32,
+    /// Length with the colon.
+    len: usize,
+}
+
+const TRACEPARENT: Name = Name {
+    first8: u64::from_le_bytes(*b"tracepar"),
+    next4: u32::from_le_bytes(*b"ent:"),
+    mask4: u32::MAX,
+    len: 12,
+};
+
+pub const TRACESTATE: Name = Name {
+    first8: u64::from_le_bytes(*b"tracesta"),
+    next4: u32::from_le_bytes(*b"te:\0"),
+    mask4: 0x00ff_ffff,
+    len: 11,
+};
+
+/// Offset just past `<name>:` of the first line from `from` on that starts
+/// with it (any case), before the head's end.
 #[inline(always)]
-fn find(s: &Scratch, got: usize) -> Found {
+pub fn find(s: &Scratch, from: usize, got: usize, name: &Name) -> Found {
     // OR-ing 0x20 lower-cases letters and leaves ':' as it is.
     const LOW8: u64 = 0x2020_2020_2020_2020;
     const LOW4: u32 = 0x2020_2020;
-    let tracepar = u64::from_le_bytes(*b"tracepar");
-    let ent = u32::from_le_bytes(*b"ent:");
     let crlfcrlf = u32::from_le_bytes(*b"\r\n\r\n");
-    let mut i = 0usize;
+    let mut i = from;
     while i < SCAN {
-        // Fewer than 13 bytes left: no match possible here (and a head
-        // end in them is taken as open, which is handled alike).
-        if i + 13 > got {
+        // Too few bytes left for a match here (and a head end in them is
+        // taken as open, which is handled alike).
+        if i + 1 + name.len > got {
             return Found::Open;
         }
         let four = read_u32(s, i);
@@ -116,11 +138,11 @@ fn find(s: &Scratch, got: usize) -> Found {
         // matched a part and failed the next would leave the loop with
         // different knowledge than the main path, and go on alone to the
         // end of the loop (quadratic: "BPF program is too large").
-        let miss = ((read_u64(s, i + 1) | LOW8) ^ tracepar)
-            | u64::from((read_u32(s, i + 9) | LOW4) ^ ent)
+        let miss = ((read_u64(s, i + 1) | LOW8) ^ name.first8)
+            | u64::from(((read_u32(s, i + 9) | LOW4) ^ name.next4) & name.mask4)
             | u64::from((four & 0xff) ^ u32::from(b'\n'));
         if miss == 0 {
-            return Found::At(i + 13);
+            return Found::At(i + 1 + name.len);
         }
         i += 1;
     }
@@ -152,6 +174,20 @@ fn nibble(c: u8) -> Option<u8> {
     (v < 16).then_some(v)
 }
 
+/// `at` past the optional whitespace after a colon, as much as a sane
+/// client sends.
+#[inline(always)]
+pub fn skip_ows(s: &Scratch, at: usize) -> usize {
+    let mut a = at;
+    for _ in 0..2 {
+        let c = byte(s, a);
+        if c == b' ' || c == b'\t' {
+            a += 1;
+        }
+    }
+    a
+}
+
 /// Parses `OWS 00-<trace>-<parent>-<flags>` at `at` into `s.inbound`.
 #[inline(always)]
 fn parse(s: &mut Scratch, mut at: usize, got: usize) -> bool {
@@ -160,14 +196,7 @@ fn parse(s: &mut Scratch, mut at: usize, got: usize) -> bool {
 
 #[inline(always)]
 fn parse_into(s: &mut Scratch, at: &mut usize, got: usize) -> Option<()> {
-    let mut a = *at;
-    // Optional whitespace, as much as a sane client sends.
-    for _ in 0..2 {
-        let c = byte(s, a);
-        if c == b' ' || c == b'\t' {
-            a += 1;
-        }
-    }
+    let a = skip_ows(s, *at);
     *at = a;
     if a + VALUE > got {
         return None;

@@ -200,9 +200,11 @@ fn inject(ctx: &SkMsgContext) {
     // chained request in ten under 16 keep-alive clients). One element for
     // the whole head (the scan proved it ends within `n`) makes it one
     // segment. Failing this costs only that, so it is not counted.
-    // SAFETY: valid context; n + LINE <= the message's size after the push.
-    unsafe { bpf_msg_pull_data(ctx.msg, 0, (n + LINE) as u32, 0) };
     bump(Counter::HeaderInjected);
+    let state = crate::tracestate::inject(ctx, id, &p.ctx, end);
+    // SAFETY: valid context; n + LINE + state <= the message's size after
+    // the pushes.
+    unsafe { bpf_msg_pull_data(ctx.msg, 0, (n + LINE + state) as u32, 0) };
 }
 
 /// The first SCAN bytes of the send, copied out of the message: loops over

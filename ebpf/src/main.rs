@@ -21,6 +21,7 @@ mod sock;
 mod sockops;
 mod syscalls;
 mod tls;
+mod tracestate;
 
 #[cfg(not(test))]
 #[panic_handler]

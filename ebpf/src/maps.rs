@@ -86,6 +86,17 @@ pub struct Scratch {
     /// memory, rather than on the stack, where the verifier would track
     /// every byte on every path.
     pub inbound: wirespan_common::event::WireContext,
+    /// What a read program hands to the program it tail-calls (the
+    /// scratch itself stays: same CPU, no preemption in between).
+    pub tail: TailArgs,
+}
+
+#[repr(C)]
+pub struct TailArgs {
+    /// pid_tgid of the reading thread.
+    pub id: u64,
+    /// Payload bytes in `ev.payload`.
+    pub got: u64,
 }
 
 #[map(name = "SCRATCH")]

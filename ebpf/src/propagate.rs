@@ -102,11 +102,19 @@ pub fn client_request(cfg: &KernelConfig, id: u64, sk: u64, sport: u16) -> WireC
 }
 
 /// Thread `id` read bytes starting an HTTP request on `sk`: decide its
-/// trace and tell the agent.
+/// trace and tell the agent. True when the request carried a valid
+/// `traceparent` (its ids are in `s.inbound`).
 #[inline(always)]
-pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64, s: &mut Scratch, got: usize) {
+pub fn server_request(
+    cfg: &KernelConfig,
+    id: u64,
+    fd: i32,
+    sk: u64,
+    s: &mut Scratch,
+    got: usize,
+) -> bool {
     if !enabled(cfg) {
-        return;
+        return false;
     }
     // The request's own traceparent decides the thread's trace, as it
     // decides the server span's in the agent.
@@ -150,7 +158,7 @@ pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64, s: &mut Scr
 
     let Some(mut entry) = EVENTS.reserve::<ContextEvent>(0) else {
         bump(Counter::RingbufFull);
-        return;
+        return inbound;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: each bpf_ktime_get_ns call is argument-free.
@@ -179,6 +187,7 @@ pub fn server_request(cfg: &KernelConfig, id: u64, fd: i32, sk: u64, s: &mut Scr
     }
     entry.submit(batched_wakeup(core::mem::size_of::<ContextEvent>() as u64));
     bump(Counter::ControlEvents);
+    inbound
 }
 
 /// Thread `id` wrote bytes starting an HTTP response: one request fewer in

@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use wirespan_common::{
-    config::{Classifier, MAX_CAPTURE},
+    config::{Classifier, MAX_CAPTURE, PROPAGATE_HEADER},
     event::{
         Counter, DATA_PREFIX, Direction, EventHeader, EventKind, FLAG_TLS, IntentEvent, Syscall,
         Tuple,
@@ -171,20 +171,25 @@ fn on_exit(ctx: &TracePointContext) {
     if inf.syscall == Syscall::Read as u8 || inf.syscall == Syscall::Recvfrom as u8 {
         crate::tls::note_socket_read(id, &inf);
     }
-    emit_data(&inf, id, ret);
+    if emit_data(&inf, id, ret) {
+        crate::tracestate::capture(ctx);
+    }
 }
 
+/// Sends the data event of a syscall. True when it read a server request
+/// with a valid `traceparent` while header injection is on: the caller
+/// (a tracepoint) then has its `tracestate` kept (see `tracestate`).
 #[inline(always)]
-pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
+pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let s: &mut Scratch = unsafe { &mut *s };
     let tgid = (id >> 32) as u32;
     let cfg = crate::config::get();
     let Ok(syscall) = Syscall::try_from(inf.syscall) else {
-        return;
+        return false;
     };
 
     s.ev.hdr.kind = EventKind::Data as u8;
@@ -246,8 +251,11 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     // ("BPF program is too large. Processed 1000001 insn").
     let got = crate::inbound::launder(s, got);
     s.ev.hdr.captured = got as u32;
+    let mut traceparent = false;
     match (ingress, start) {
-        (true, Some(true)) => crate::propagate::server_request(&cfg, id, inf.fd, inf.sk, s, got),
+        (true, Some(true)) => {
+            traceparent = crate::propagate::server_request(&cfg, id, inf.fd, inf.sk, s, got)
+        }
         (true, Some(false)) if got >= 12 => {
             crate::inject::response_read(&cfg, inf.sk, &s.ev.payload[..12])
         }
@@ -268,6 +276,12 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) {
     } else {
         bump(Counter::DataEvents);
     }
+    if traceparent && cfg.propagation & PROPAGATE_HEADER != 0 {
+        s.tail.id = id;
+        s.tail.got = got as u64;
+        return true;
+    }
+    false
 }
 
 /// Copies `len` user bytes from `src` into the payload at `off`. Returns

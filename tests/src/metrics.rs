@@ -206,7 +206,7 @@ pub fn scrape_until(
 }
 
 /// The kernel's counters in the exit line (common's `Counter::ALL`).
-pub const KERNEL_COUNTERS: [&str; 15] = [
+pub const KERNEL_COUNTERS: [&str; 17] = [
     "ringbuf_full",
     "inflight_full",
     "payload_read_failed",
@@ -222,6 +222,8 @@ pub const KERNEL_COUNTERS: [&str; 15] = [
     "traceparent_head_too_long",
     "traceparent_inject_failed",
     "traceparent_sockhash_full",
+    "tracestate_injected",
+    "tracestate_dropped",
 ];
 
 /// Where counter `name` of the agent's exit line appears in `/metrics`:

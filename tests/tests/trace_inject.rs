@@ -303,3 +303,82 @@ fn injection_is_scoped_by_destination_network() {
         );
     }
 }
+
+/// The inbound `tracestate` travels with the injected `traceparent`: curl
+/// (with its own context) → Python forwarder (injection into its calls to
+/// the leaf) → leaf, which reports the header lines it received.
+///
+/// - a short and a 300-byte `tracestate` arrive once each, with the value
+///   curl sent (the kernel pads the line with trailing spaces, which are
+///   not part of a header's value, RFC 9110 5.5: hence the trim), next to
+///   a `traceparent` in curl's trace;
+/// - a request without `tracestate` gets none;
+/// - one in two header lines, and one of 600 bytes, are not passed on and
+///   are counted (`tracestate_dropped`).
+#[test]
+fn tracestate_travels_with_the_injected_traceparent() {
+    if !env::require_ebpf() || !env::require_program("curl") {
+        return;
+    }
+    let cg = TestCgroup::create("inject-state");
+    // The forwarder's calls are injected: it must be born in the cgroup.
+    cg.enter();
+    let leaf = Server::py_leaf();
+    let fwd = Server::py_forwarder(&leaf.base_url());
+    let agent = injecting_agent(&cg, leaf.port, &[]);
+    let long: Vec<String> = (0..20)
+        .map(|i| format!("vendor{i:02}=value{i:06}x"))
+        .collect();
+    let long = long.join(",");
+    assert!(long.len() > 256 && long.len() < 512, "{}", long.len());
+    let too_long: Vec<String> = (0..40)
+        .map(|i| format!("vendor{i:02}=value{i:06}x"))
+        .collect();
+    let too_long = too_long.join(",");
+    assert!(too_long.len() > 512);
+    let short = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".to_string();
+    let cases: [(&str, Vec<String>, Option<&str>); 5] = [
+        ("short", vec![short.clone()], Some(&short)),
+        ("long", vec![long.clone()], Some(&long)),
+        ("none", vec![], None),
+        (
+            "two-lines",
+            vec!["congo=t61rcWkgMzE".into(), "rojo=00f067aa0ba902b7".into()],
+            None,
+        ),
+        ("too-long", vec![too_long], None),
+    ];
+    for (i, (name, states, want)) in cases.iter().enumerate() {
+        let trace = format!("4bf92f3577b34da6a3ce929d0e0e47{i:02x}");
+        let mut args = vec![
+            "-H".to_string(),
+            format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+        ];
+        for st in states {
+            args.extend(["-H".to_string(), format!("tracestate: {st}")]);
+        }
+        args.push(fwd.url(&format!("/status/200/state-{name}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = curl(&args);
+        let t = run.only();
+        assert_eq!(t.http_code, 200, "{name}");
+        let got = Received::parse(&String::from_utf8_lossy(&t.body));
+        assert_eq!(got.traceparent.len(), 1, "{name}: {:?}", got.traceparent);
+        assert!(
+            got.traceparent[0].starts_with(&format!("00-{trace}-")),
+            "{name}: the leaf's traceparent continues curl's trace: {:?}",
+            got.traceparent
+        );
+        let got_state: Vec<&str> = got.tracestate.iter().map(|s| s.trim_end()).collect();
+        assert_eq!(
+            got_state,
+            want.iter().copied().collect::<Vec<_>>(),
+            "{name}: the tracestate lines the leaf received"
+        );
+    }
+    cg.leave();
+    let stopped = agent.stop();
+    stopped.assert_clean_exit();
+    assert_eq!(counter(&stopped, "tracestate_injected"), 2);
+    assert_eq!(counter(&stopped, "tracestate_dropped"), 2);
+}
