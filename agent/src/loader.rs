@@ -290,9 +290,16 @@ pub fn load(cfg: &KernelConfig, pids: &[u32], ring_bytes: u32) -> anyhow::Result
     } else {
         Classifier::SockTracepoints
     };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(wirespan_common::maps::CONFIG, cfg, true)
-        .map_max_entries(wirespan_common::maps::EVENTS, ring_bytes)
+        .map_max_entries(wirespan_common::maps::EVENTS, ring_bytes);
+    if cfg.propagation & wirespan_common::config::PROPAGATE_HEADER == 0 {
+        // Only injection uses it; preallocated, it would cost ~9 MB of
+        // kernel memory for nothing.
+        loader.map_max_entries(wirespan_common::maps::THREAD_STATE, 1);
+    }
+    let mut ebpf = loader
         .load(OBJECT)
         .context("loading the eBPF object into the kernel")?;
     // The kernel-side `--pid` filter, filled before anything is attached.

@@ -44,6 +44,9 @@ pub const TAIL_TRACESTATE: u32 = 0;
 /// The tracepoint program in slot [`TAIL_TRACESTATE`]: loaded, never
 /// attached.
 pub const TRACESTATE_PROGRAM: &str = "wirespan_tracestate";
+/// Threads' inbound `tracestate` (536-byte values): sized to one entry
+/// unless header injection is on, since LRU maps are preallocated.
+pub const THREAD_STATE: &str = "THREAD_STATE";
 /// Destination networks whose connections get `traceparent` injected
 /// (`--inject-cidrs`): an LPM trie over 16-byte addresses, IPv4 mapped.
 pub const INJECT_CIDRS: &str = "INJECT_CIDRS";

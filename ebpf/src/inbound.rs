@@ -58,7 +58,7 @@ pub enum Inbound {
 /// program is too large").
 #[inline(always)]
 pub fn traceparent(s: &mut Scratch, got: usize) -> Inbound {
-    let at = match find(s, 0, got, &TRACEPARENT) {
+    let at = match find(s, got, &TRACEPARENT) {
         Found::At(at) => at,
         Found::HeadEnd => return Inbound::None,
         Found::Open => return Inbound::Open,
@@ -115,38 +115,85 @@ pub const TRACESTATE: Name = Name {
     len: 11,
 };
 
-/// Offset just past `<name>:` of the first line from `from` on that starts
-/// with it (any case), before the head's end.
+/// Offset just past `<name>:` of the first line that starts with it (any
+/// case), before the head's end.
 #[inline(always)]
-pub fn find(s: &Scratch, from: usize, got: usize, name: &Name) -> Found {
-    // OR-ing 0x20 lower-cases letters and leaves ':' as it is.
-    const LOW8: u64 = 0x2020_2020_2020_2020;
-    const LOW4: u32 = 0x2020_2020;
-    let crlfcrlf = u32::from_le_bytes(*b"\r\n\r\n");
-    let mut i = from;
+pub fn find(s: &Scratch, got: usize, name: &Name) -> Found {
+    let mut i = 0usize;
     while i < SCAN {
         // Too few bytes left for a match here (and a head end in them is
         // taken as open, which is handled alike).
         if i + 1 + name.len > got {
             return Found::Open;
         }
-        let four = read_u32(s, i);
-        if four == crlfcrlf {
-            return Found::HeadEnd;
-        }
-        // One branch per step, not one per compared part: a path that
-        // matched a part and failed the next would leave the loop with
-        // different knowledge than the main path, and go on alone to the
-        // end of the loop (quadratic: "BPF program is too large").
-        let miss = ((read_u64(s, i + 1) | LOW8) ^ name.first8)
-            | u64::from(((read_u32(s, i + 9) | LOW4) ^ name.next4) & name.mask4)
-            | u64::from((four & 0xff) ^ u32::from(b'\n'));
-        if miss == 0 {
-            return Found::At(i + 1 + name.len);
+        match step(s, i, name) {
+            Step::HeadEnd => return Found::HeadEnd,
+            Step::Match => return Found::At(i + 1 + name.len),
+            Step::Miss => {}
         }
         i += 1;
     }
     Found::Open
+}
+
+/// Counts the lines that start with `<name>:` before the head's end (or
+/// the end of the bytes), in `s.tail.lines`, and leaves the offset past
+/// the first one's colon in `s.tail.first`. In map memory, so that the
+/// loop's only state is its index: one pass, verified once.
+#[inline(always)]
+pub fn count(s: &mut Scratch, got: usize, name: &Name) {
+    // SAFETY: plain accesses to our own map value.
+    unsafe {
+        core::ptr::write_volatile(&mut s.tail.lines, 0);
+        core::ptr::write_volatile(&mut s.tail.first, 0);
+    }
+    let mut i = 0usize;
+    while i < SCAN {
+        if i + 1 + name.len > got {
+            return;
+        }
+        match step(s, i, name) {
+            Step::HeadEnd => return,
+            // Volatile: kept in registers instead, the count would be loop
+            // state again, one verifier path per value.
+            // SAFETY: plain accesses to our own map value.
+            Step::Match => unsafe {
+                let lines = core::ptr::read_volatile(&s.tail.lines);
+                if lines == 0 {
+                    core::ptr::write_volatile(&mut s.tail.first, (i + 1 + name.len) as u64);
+                }
+                core::ptr::write_volatile(&mut s.tail.lines, lines + 1);
+            },
+            Step::Miss => {}
+        }
+        i += 1;
+    }
+}
+
+enum Step {
+    HeadEnd,
+    Match,
+    Miss,
+}
+
+/// Whether the head ends at `i`, or a line starting with `<name>:` does.
+#[inline(always)]
+fn step(s: &Scratch, i: usize, name: &Name) -> Step {
+    // OR-ing 0x20 lower-cases letters and leaves ':' as it is.
+    const LOW8: u64 = 0x2020_2020_2020_2020;
+    const LOW4: u32 = 0x2020_2020;
+    let four = read_u32(s, i);
+    if four == u32::from_le_bytes(*b"\r\n\r\n") {
+        return Step::HeadEnd;
+    }
+    // One branch per step, not one per compared part: a path that matched
+    // a part and failed the next would leave the loop with different
+    // knowledge than the main path, and go on alone to the end of the loop
+    // (quadratic: "BPF program is too large").
+    let miss = ((read_u64(s, i + 1) | LOW8) ^ name.first8)
+        | u64::from(((read_u32(s, i + 9) | LOW4) ^ name.next4) & name.mask4)
+        | u64::from((four & 0xff) ^ u32::from(b'\n'));
+    if miss == 0 { Step::Match } else { Step::Miss }
 }
 
 /// Value of each byte as a lower-case hex digit, 0xff when it is not one.

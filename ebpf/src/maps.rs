@@ -97,6 +97,9 @@ pub struct TailArgs {
     pub id: u64,
     /// Payload bytes in `ev.payload`.
     pub got: u64,
+    /// What `inbound::count` found: lines, and the first one's value offset.
+    pub lines: u64,
+    pub first: u64,
 }
 
 #[map(name = "SCRATCH")]

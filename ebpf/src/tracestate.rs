@@ -30,11 +30,7 @@ use wirespan_common::{
     maps::{TAIL_TRACESTATE, THREAD_TRACE_ENTRIES},
 };
 
-use crate::{
-    counters::bump,
-    inbound::{self, Found},
-    maps::SCRATCH,
-};
+use crate::{counters::bump, inbound, maps::SCRATCH};
 
 #[map(name = "TAIL_CALLS")]
 static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -91,19 +87,28 @@ fn keep() -> Option<()> {
     let s = unsafe { &mut *s };
     let id = s.tail.id;
     let got = s.tail.got as usize;
-    let at = match inbound::find(s, 0, got, &inbound::TRACESTATE) {
-        Found::At(at) => at,
-        Found::HeadEnd | Found::Open => {
-            // None now: an older value must not travel with this trace.
-            let _ = THREAD_STATE.remove(id);
-            return None;
-        }
+    inbound::count(s, got, &inbound::TRACESTATE);
+    // SAFETY: plain reads of our own map value; volatile so that they are
+    // loads the verifier knows nothing of (one state from here on,
+    // whichever step of the count wrote them).
+    let (lines, at) = unsafe {
+        (
+            core::ptr::read_volatile(&s.tail.lines),
+            core::ptr::read_volatile(&s.tail.first) as usize,
+        )
     };
-    // The match offset, and what each of the search's exits learned of
-    // `got`, forgotten: the rest is verified once, not once per offset
-    // ("BPF program is too large. Processed 1000001 insn"). Likewise after
-    // the value's loop below.
-    let at = inbound::launder(s, at);
+    if lines == 0 {
+        // None now: an older value must not travel with this trace.
+        let _ = THREAD_STATE.remove(id);
+        return None;
+    }
+    // Several lines: the spec joins them into one list; passing on the
+    // first alone would cut it.
+    if lines > 1 {
+        return dropped(id);
+    }
+    // What each exit of the count learned of `got`, forgotten likewise
+    // ("BPF program is too large. Processed 1000001 insn").
     let got = inbound::launder(s, got);
     let at = inbound::skip_ows(s, at);
     let stage = STATE_STAGE.get_ptr_mut(0)?;
@@ -127,17 +132,9 @@ fn keep() -> Option<()> {
     if k == MAX && inbound::byte(s, at + k) != b'\r' {
         return dropped(id);
     }
-    let k = inbound::launder(s, k);
-    let got = inbound::launder(s, got);
     if k == 0 {
         let _ = THREAD_STATE.remove(id);
         return None;
-    }
-    // A second `tracestate` line: the spec joins the lines into one list;
-    // passing on the first alone would cut it.
-    let end = inbound::launder(s, at + k);
-    if let Found::At(_) = inbound::find(s, end, got, &inbound::TRACESTATE) {
-        return dropped(id);
     }
     stage.len = k as u64;
     stage.trace_id = s.inbound.trace_id;

@@ -8,7 +8,8 @@
 //! connection opened before the agent started (found through the socket
 //! classification strategy the kernel selected), our OTLP/JSON decoded by
 //! PyPI's opentelemetry-proto, and OTLP/gRPC export to the independent
-//! receiver. The host (6.18) runs the whole suite. Every entry is checked
+//! receiver, the three-runtime chain, and header injection with the
+//! `tracestate` capture. The host (6.18) runs the whole suite. Every entry is checked
 //! against the test binary's `--list` before any guest boots.
 
 /// `(test binary, test name)`: the binary is the file stem under
@@ -31,6 +32,12 @@ pub const GUEST_TESTS: &[(&str, &str)] = &[
     (
         "trace_chain",
         "curl_python_java_nginx_one_trace_per_request",
+    ),
+    // sock_ops and sk_msg in a child cgroup, header injection, and the
+    // read programs' tail call into the tracestate capture.
+    (
+        "trace_inject",
+        "tracestate_travels_with_the_injected_traceparent",
     ),
 ];
 
