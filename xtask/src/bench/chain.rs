@@ -585,3 +585,38 @@ fn mode_row(
         "—",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(written: u64, read: u64, injected: u64) -> agent::Exit {
+        let counters = json!({
+            "tcp_options_written": written,
+            "tcp_options_read": read,
+            "traceparent_injected": injected,
+        });
+        agent::Exit {
+            status: "exit status: 0".to_string(),
+            success: true,
+            counters: counters.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn each_mode_is_proven_by_its_counters_only() {
+        let none = exit(0, 0, 0);
+        let options = exit(10, 10, 0);
+        let injected = exit(0, 0, 10);
+        assert!(Mode::NoPropagation.unproven(&none).is_none());
+        assert!(Mode::NoPropagation.unproven(&options).is_some());
+        assert!(Mode::NoPropagation.unproven(&injected).is_some());
+        assert!(Mode::TcpOption.unproven(&options).is_none());
+        assert!(Mode::TcpOption.unproven(&none).is_some());
+        // Written but never read: the receiving side did not see it.
+        assert!(Mode::TcpOption.unproven(&exit(10, 0, 0)).is_some());
+        assert!(Mode::Injection.unproven(&injected).is_none());
+        assert!(Mode::Injection.unproven(&none).is_some());
+        assert!(Mode::Injection.unproven(&exit(10, 10, 10)).is_some());
+    }
+}

@@ -264,8 +264,9 @@ impl Guard {
             .filter(|p| pids.contains(p))
             .collect();
         for pid in ours {
-            if let Err(e) = self.stop(pid, STOP_GRACE) {
-                eprintln!("    warning: stopping pid {pid}: {e:#}");
+            match self.stop(pid, STOP_GRACE) {
+                Ok(st) => note(format!("pid {pid} stopped ({st})")),
+                Err(e) => eprintln!("    warning: stopping pid {pid}: {e:#}"),
             }
         }
     }
