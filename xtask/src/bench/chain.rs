@@ -160,6 +160,9 @@ struct Run {
     latency: Latency,
     non_2xx: u64,
     socket_errors: String,
+    /// CPU seconds of the forwarder and nginx over the timed run.
+    services_cpu: Option<f64>,
+    /// The agent's CPU seconds over the timed run (until it settled).
     agent_cpu: Option<f64>,
     exit: Option<agent::Exit>,
 }
@@ -167,6 +170,11 @@ struct Run {
 impl Run {
     fn counter(&self, k: &str) -> Option<u64> {
         self.exit.as_ref().map(|e| e.counter(k))
+    }
+
+    /// `cpu` seconds per request of the timed run, in µs.
+    fn us_per_request(&self, cpu: Option<f64>) -> Option<f64> {
+        (self.requests > 0).then(|| cpu.map(|c| c * 1e6 / self.requests as f64))?
     }
 }
 
@@ -219,23 +227,34 @@ fn measure(cx: &mut Ctx, cg: &Cgroup) -> Result<Section> {
         WARMUP_SECS
     });
     let load_cpu = cx.load_cpu.map(|c| c.to_string());
-    let shape = Wrk {
-        threads: cx.args.threads,
-        connections: cx.args.connections,
-        cpus: load_cpu.as_deref(),
-        cgroup: Some(cg),
+    let setup = Setup {
+        cg,
+        classes,
+        dir,
+        nginx_pid,
+        nginx_port,
+        shape: Wrk {
+            threads: cx.args.threads,
+            connections: cx.args.connections,
+            cpus: load_cpu.as_deref(),
+            cgroup: Some(cg),
+        },
+        warmup,
+        length,
     };
 
     let mut all = Vec::new();
     let mut problems = Vec::new();
     for index in 1..=runs {
-        for mode in MODES {
+        // Rotated each round, so that no mode always runs right after the
+        // same one (or first, on a JVM that just compiled nginx's twin).
+        let mut order = MODES;
+        order.rotate_left((index as usize - 1) % MODES.len());
+        for mode in order {
             let what = format!("{NAME} run {index}/{runs}, {}", mode.label());
             cx.check_time(&what)?;
             section(&format!("bench: {what}, {} s", length.as_secs()));
-            let run = one_run(
-                cx, cg, &classes, &dir, nginx_pid, nginx_port, &shape, mode, index, warmup, length,
-            )?;
+            let run = one_run(cx, &setup, mode, index)?;
             problems.extend(run_problem(&run).map(|p| format!("{NAME} run {index}, {p}")));
             all.push(run);
         }
@@ -244,34 +263,40 @@ fn measure(cx: &mut Ctx, cg: &Cgroup) -> Result<Section> {
     Ok(section_of(cx, &all, problems, length, warmup, runs))
 }
 
-/// One run: a fresh forwarder, the agent in `mode`, a warm-up, the timed
-/// wrk run, the agent's exit counters.
-#[allow(clippy::too_many_arguments)]
-fn one_run(
-    cx: &mut Ctx,
-    cg: &Cgroup,
-    classes: &Path,
-    dir: &Path,
+/// What every run of the scenario shares.
+struct Setup<'a> {
+    cg: &'a Cgroup,
+    /// Where `Forwarder.class` is.
+    classes: PathBuf,
+    /// The scenario's files: nginx's, the forwarders' logs.
+    dir: PathBuf,
     nginx_pid: u32,
     nginx_port: u16,
-    shape: &Wrk,
-    mode: Mode,
-    index: u32,
+    shape: Wrk<'a>,
     warmup: Duration,
     length: Duration,
-) -> Result<Run> {
+}
+
+/// One run: a fresh forwarder, the agent in `mode`, a warm-up, the timed
+/// wrk run, the agent's exit counters.
+fn one_run(cx: &mut Ctx, s: &Setup, mode: Mode, index: u32) -> Result<Run> {
+    let (nginx_pid, shape) = (s.nginx_pid, &s.shape);
     let fwd_port = procs::free_port()?;
-    let fwd_pid = start_forwarder(cx, cg, classes, dir, fwd_port, nginx_port)?;
-    let ports = [fwd_port, nginx_port];
-    let started = match mode.propagation(cg, &ports) {
+    let fwd_pid = start_forwarder(cx, s, fwd_port)?;
+    let ports = [fwd_port, s.nginx_port];
+    let started = match mode.propagation(s.cg, &ports) {
         Some(p) => {
             let cmd = agent::propagating(cx.bin, &[fwd_pid, nginx_pid], p);
             Some(agent::start(cx.guard, cmd)?)
         }
         None => None,
     };
+    // The warm-up starts once the fresh JVM has finished starting (its CPU
+    // time stops growing): without an agent to wait for, it would
+    // otherwise still be starting in the no-agent runs only.
+    timed::cpu_when_settled(fwd_pid, timed::SETTLE_MAX);
     let url = format!("http://127.0.0.1:{fwd_port}/bench.json");
-    let (warm, _) = timed::wrk_for(cx.guard, nginx_pid, &url, shape, warmup)?;
+    let (warm, _) = timed::wrk_for(cx.guard, nginx_pid, &url, shape, s.warmup)?;
     if warm.requests == 0 || warm.non_2xx > 0 {
         bail!(
             "{NAME} warm-up: {} requests, {} non-2xx: the chain does not answer {url}",
@@ -282,7 +307,14 @@ fn one_run(
     let cpu_before = started
         .as_ref()
         .and_then(|(pid, _)| procs::cpu_seconds(*pid));
-    let (wrk, latency) = timed::wrk_for(cx.guard, nginx_pid, &url, shape, length)?;
+    let fwd_cpu_before = procs::cpu_seconds(fwd_pid);
+    let (wrk, latency) = timed::wrk_for(cx.guard, nginx_pid, &url, shape, s.length)?;
+    // What the in-kernel part of propagation costs lands here (sock_ops
+    // and sk_msg run in the services' sends and receives).
+    let services_cpu = match (fwd_cpu_before, procs::cpu_seconds(fwd_pid)) {
+        (Some(b), Some(a)) => Some(a - b + wrk.nginx_cpu),
+        _ => None,
+    };
     let (mut exit, mut agent_cpu) = (None, None);
     if let Some((pid, lines)) = started {
         let cpu = timed::cpu_when_settled(pid, timed::SETTLE_MAX);
@@ -299,6 +331,7 @@ fn one_run(
         latency,
         non_2xx: wrk.non_2xx,
         socket_errors: wrk.socket_errors,
+        services_cpu,
         agent_cpu,
         exit,
     };
@@ -355,15 +388,8 @@ fn compile_forwarder(dir: &Path) -> Result<PathBuf> {
 
 /// Starts the forwarder on `port`, in the cgroup, pinned with nginx when
 /// pinning is on; waits until it accepts connections.
-fn start_forwarder(
-    cx: &mut Ctx,
-    cg: &Cgroup,
-    classes: &Path,
-    dir: &Path,
-    port: u16,
-    nginx_port: u16,
-) -> Result<u32> {
-    let log_path = dir.join(format!("forwarder-{port}.log"));
+fn start_forwarder(cx: &mut Ctx, s: &Setup, port: u16) -> Result<u32> {
+    let log_path = s.dir.join(format!("forwarder-{port}.log"));
     let log = fs::File::create(&log_path).context("forwarder log")?;
     let mut cmd = load::pinned(cx.nginx_cpus, "java");
     cmd.args([
@@ -373,14 +399,14 @@ fn start_forwarder(
     ])
     .arg(format!("-Dhttp.maxConnections={FORWARDER_THREADS}"))
     .arg("-cp")
-    .arg(classes)
+    .arg(&s.classes)
     .arg("Forwarder")
     .arg(port.to_string())
-    .arg(format!("http://127.0.0.1:{nginx_port}"))
+    .arg(format!("http://127.0.0.1:{}", s.nginx_port))
     .arg(FORWARDER_THREADS.to_string())
     .stdout(log.try_clone().context("dup log")?)
     .stderr(log);
-    cg.place(&mut cmd);
+    s.cg.place(&mut cmd);
     let pid = cx.guard.spawn("forwarder", cmd, libc::SIGTERM)?;
     let child = cx.guard.child(pid)?;
     if let Err(e) = procs::wait_listening(child, "forwarder", port, Duration::from_secs(30)) {
@@ -461,6 +487,9 @@ fn section_of(
                 "pair_throughput_ratios": pairs,
                 "latency_p50_ms_median": med(mode, &p50_ms),
                 "latency_p99_ms_median": med(mode, &p99_ms),
+                "services_cpu_us_per_request_median":
+                    med(mode, &|r| r.us_per_request(r.services_cpu)),
+                "agent_cpu_us_per_request_median": med(mode, &|r| r.us_per_request(r.agent_cpu)),
                 // Summed over the runs; warm-ups included (same agent).
                 "counters": totals,
                 "requests_with_warmups": requests_all,
@@ -491,7 +520,10 @@ fn section_of(
         "seconds_per_run": length.as_secs(),
         "warmup_seconds": warmup.as_secs(),
         "runs_per_mode": runs,
-        "order": MODES.map(Mode::key).join(", "),
+        "order": format!(
+            "{}, rotated by one each round",
+            MODES.map(Mode::key).join(", ")
+        ),
         "wrk_threads": cx.args.threads,
         "wrk_connections": cx.args.connections,
         "forwarder_threads": FORWARDER_THREADS,
@@ -521,7 +553,10 @@ fn run_json(r: &Run) -> Value {
         "latency_p99_ms": r.latency.p99_ms(),
         "non_2xx": r.non_2xx,
         "socket_errors": r.socket_errors,
+        "services_cpu_seconds": r.services_cpu,
+        "services_cpu_us_per_request": r.us_per_request(r.services_cpu),
         "agent_cpu_seconds": r.agent_cpu,
+        "agent_cpu_us_per_request": r.us_per_request(r.agent_cpu),
         "agent_exit": r.exit.as_ref().map(|e| e.status.clone()),
         "counters": r.exit.as_ref().map(|e| {
             MODE_COUNTERS
@@ -552,11 +587,14 @@ fn mode_row(
     }
     .text();
     let median_rps = fmt(med(&|r| Some(r.rps)), num);
+    let us = |v: Option<f64>| fmt(v, |v| format!("{v:.0} µs"));
+    let services = us(med(&|r| r.us_per_request(r.services_cpu)));
     if mode == Mode::NoAgent {
         return Row::new(
             NAME,
             format!(
-                "{}: requests/s, median (runs {each}); {latency}",
+                "{}: requests/s, median (runs {each}); {latency}; forwarder + nginx CPU \
+                 {services} per request",
                 mode.label()
             ),
             format!("{median_rps} req/s"),
@@ -572,10 +610,12 @@ fn mode_row(
         NAME,
         format!(
             "{}: requests/s vs no agent (median {median_rps}; runs {each}; per round {}); \
-             {latency}; per request (warm-ups included): TCP options written {}, read {}, \
-             traceparent injected {}, spans {}",
+             {latency}; CPU per request: forwarder + nginx {services}, agent {}; per request \
+             (warm-ups included): TCP options written {}, read {}, traceparent injected {}, \
+             spans {}",
             mode.label(),
             list(pairs.iter().map(|p| format!("{p:.3}")).collect()),
+            us(med(&|r| r.us_per_request(r.agent_cpu))),
             counter("tcp_options_written"),
             counter("tcp_options_read"),
             counter("traceparent_injected"),
