@@ -22,7 +22,8 @@
 //! earlier run would carry no option and get no header. Each run starts
 //! the forwarder, then the agent, then wrk: every connection of the run is
 //! opened under that run's agent, and every mode gets the same fresh JVM
-//! and the same warm-up (JIT), which is not reported.
+//! and the same warm-up (JIT), which is not reported. The order of the
+//! modes rotates each round.
 //!
 //! The agent traces the forwarder and nginx by pid (`--pid`: the kernel
 //! filters, so the other processes of a shared machine neither cost it
@@ -45,6 +46,11 @@
 //! option `tcp_options_written` and `tcp_options_read` > 0; with injection
 //! `traceparent_injected` > 0 and no option written; without propagation
 //! neither. A run where that fails is a problem of the scenario.
+//!
+//! Reported per mode: requests/s (each run, median), the ratio to no agent
+//! (of the medians, and per round), wrk's p50/p99, CPU per request of the
+//! forwarder + nginx (where sock_ops and sk_msg run) and of the agent, and
+//! the proving counters per request.
 
 use std::{
     fs,
@@ -309,8 +315,10 @@ fn one_run(cx: &mut Ctx, s: &Setup, mode: Mode, index: u32) -> Result<Run> {
         .and_then(|(pid, _)| procs::cpu_seconds(*pid));
     let fwd_cpu_before = procs::cpu_seconds(fwd_pid);
     let (wrk, latency) = timed::wrk_for(cx.guard, nginx_pid, &url, shape, s.length)?;
-    // What the in-kernel part of propagation costs lands here (sock_ops
-    // and sk_msg run in the services' sends and receives).
+    // Most of what the in-kernel part of propagation costs lands here:
+    // sock_ops and sk_msg run in the services' sends and receives (on
+    // loopback a segment's receive path runs in its sender's context, so
+    // wrk, not measured, pays for the forwarder's receives of its requests).
     let services_cpu = match (fwd_cpu_before, procs::cpu_seconds(fwd_pid)) {
         (Some(b), Some(a)) => Some(a - b + wrk.nginx_cpu),
         _ => None,
