@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::{
     BenchArgs,
+    cgroup::Cgroup,
     procs::{self, Guard, Lines},
     receiver::Receiver,
 };
@@ -30,16 +31,57 @@ const DROP_WORDS: [&str; 7] = [
     "dropped", "_full", "lost", "evicted", "failed", "overflow", "errors",
 ];
 
-/// The agent command without inherited `OTEL_*` settings, and without TCP
-/// option propagation: that attaches sock_ops to a cgroup (by default the
-/// root one), which the bench, run in CI too, must never do; nginx serving
-/// wrk makes no outgoing requests for the option to matter anyway.
+/// The agent command without inherited `OTEL_*` or `WIRESPAN_*` settings,
+/// and without TCP option propagation: that attaches sock_ops to a cgroup
+/// (by default the root one), which the bench, run in CI too, must never
+/// do; nginx serving wrk makes no outgoing requests for the option to
+/// matter anyway. An inherited `WIRESPAN_INJECT_TRACEPARENT` or
+/// `WIRESPAN_CGROUP` would attach it too, hence no `WIRESPAN_*` at all.
+/// Only [`propagating`] turns propagation on, in a child cgroup.
 pub fn command(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.env("WIRESPAN_PROPAGATION", "none");
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OTEL_") {
+        let k_str = k.to_string_lossy();
+        if k_str.starts_with("OTEL_") || k_str.starts_with("WIRESPAN_") {
             cmd.env_remove(k);
+        }
+    }
+    cmd.env("WIRESPAN_PROPAGATION", "none");
+    cmd
+}
+
+/// How trace context crosses the wire in an agent run of the chain
+/// scenario. Both ways that write to the wire attach sock_ops (and sk_msg)
+/// to a cgroup: always a child [`Cgroup`] the bench made, never the root.
+#[derive(Clone, Copy)]
+pub enum Propagation<'a> {
+    /// `--propagation none`: links only what the agent sees itself.
+    None,
+    /// `--propagation tcp-option --cgroup <child>`.
+    TcpOption(&'a Cgroup),
+    /// `--propagation none --inject-traceparent <ports> --cgroup <child>`.
+    Inject(&'a Cgroup, &'a [u16]),
+}
+
+/// The agent tracing `pids` only, with `--print off` (capture, parsing,
+/// linking and span assembly, no output) and `propagation`.
+pub fn propagating(bin: &Path, pids: &[u32], propagation: Propagation) -> Command {
+    let list = |v: Vec<String>| v.join(",");
+    let mut cmd = command(bin);
+    cmd.arg("--pid")
+        .arg(list(pids.iter().map(u32::to_string).collect()))
+        .args(["--print", "off"]);
+    match propagation {
+        Propagation::None => {}
+        Propagation::TcpOption(cg) => {
+            cmd.args(["--propagation", "tcp-option", "--cgroup"])
+                .arg(cg.path());
+        }
+        Propagation::Inject(cg, ports) => {
+            cmd.args(["--propagation", "none", "--inject-traceparent"])
+                .arg(list(ports.iter().map(u16::to_string).collect()))
+                .arg("--cgroup")
+                .arg(cg.path());
         }
     }
     cmd

@@ -233,6 +233,7 @@ fn wrk_shape(args: &BenchArgs) -> Wrk<'static> {
         threads: args.threads,
         connections: args.connections,
         cpus: None,
+        cgroup: None,
     }
 }
 

@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::procs::{self, Guard};
+use super::{
+    cgroup::Cgroup,
+    procs::{self, Guard},
+};
 use crate::util;
 
 pub const NGINX: &str = "/usr/sbin/nginx";
@@ -82,11 +85,25 @@ pub fn start_nginx(
     tls: Option<&Tls>,
     cpus: Option<&str>,
 ) -> Result<u32> {
-    let d = guard.dir.display().to_string();
-    let root = guard.path("www");
+    let dir = guard.dir.clone();
+    start_nginx_in(guard, &dir, port, tls, cpus, None)
+}
+
+/// [`start_nginx`] with its files under `dir` (a second nginx next to the
+/// first), born in `cgroup` when given.
+pub fn start_nginx_in(
+    guard: &mut Guard,
+    dir: &Path,
+    port: u16,
+    tls: Option<&Tls>,
+    cpus: Option<&str>,
+    cgroup: Option<&Cgroup>,
+) -> Result<u32> {
+    let d = dir.display().to_string();
+    let root = dir.join("www");
     fs::create_dir_all(&root).context("creating the nginx root")?;
     fs::write(root.join("bench.json"), BODY).context("writing bench.json")?;
-    fs::create_dir_all(guard.path("nginx-tmp")).context("creating nginx temp dir")?;
+    fs::create_dir_all(dir.join("nginx-tmp")).context("creating nginx temp dir")?;
     let (listen, keepalive_requests) = match tls {
         None => (format!("listen 127.0.0.1:{port};"), 10_000_000),
         Some(t) => (
@@ -127,25 +144,28 @@ http {{
 }}
 "#
     );
-    let conf_path = guard.path("nginx.conf");
+    let conf_path = dir.join("nginx.conf");
     fs::write(&conf_path, conf).context("writing nginx.conf")?;
-    let log = fs::File::create(guard.path("nginx.log")).context("nginx log")?;
+    let log = fs::File::create(dir.join("nginx.log")).context("nginx log")?;
     let mut cmd = pinned(cpus, NGINX);
     cmd.arg("-p")
-        .arg(&guard.dir)
+        .arg(dir)
         .arg("-c")
         .arg(&conf_path)
         .arg("-e")
-        .arg(guard.path("nginx-error.log"))
+        .arg(dir.join("nginx-error.log"))
         .stdout(log.try_clone().context("dup log")?)
         .stderr(log);
+    if let Some(cg) = cgroup {
+        cg.place(&mut cmd);
+    }
     let pid = guard.spawn("nginx", cmd, libc::SIGTERM)?;
     let started = procs::wait_listening(guard.child(pid)?, "nginx", port, Duration::from_secs(15));
     if let Err(e) = started {
         bail!(
             "{e:#}; nginx log:\n{}{}",
-            procs::read_log(&guard.path("nginx.log")),
-            procs::read_log(&guard.path("nginx-error.log"))
+            procs::read_log(&dir.join("nginx.log")),
+            procs::read_log(&dir.join("nginx-error.log"))
         );
     }
     Ok(pid)

@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: what the agent costs, measured on real processes.
 //!
-//! Scenarios (all against nginx serving a small static file, one process,
+//! The default is the suite ([`suite`]: saturation, fixed-rate, bpf-stats,
+//! scaling and chain, one report in `target/bench/report.{json,md}`); each
+//! of its scenarios also runs alone (`--scenario chain`). The older
+//! scenarios (all against nginx serving a small static file, one process,
 //! driven by wrk with keep-alive for a fixed number of requests):
 //! - `baseline`: nginx alone, the reference request rate;
 //! - `otlp-100k`: the agent traces nginx (`--pid`) and exports every span
@@ -23,6 +26,8 @@
 
 mod agent;
 mod bpf_stats;
+mod cgroup;
+mod chain;
 mod fixed_rate;
 mod https;
 mod load;
@@ -62,7 +67,7 @@ const STALL: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
-    /// saturation, fixed-rate, bpf-stats, scaling: one report
+    /// saturation, fixed-rate, bpf-stats, scaling, chain: one report
     Suite,
     /// wrk at full speed, alternating without and with the agent (OTLP)
     Saturation,
@@ -72,6 +77,9 @@ pub enum Scenario {
     BpfStats,
     /// 1 to 10,000 open connections: the agent's memory per connection
     Scaling,
+    /// wrk -> Java forwarder -> nginx: requests/s without the agent, and
+    /// with it without propagation, with the TCP option, with injection
+    Chain,
     /// nginx alone (also runs first in every other scenario)
     Baseline,
     /// the agent exports every span over OTLP/gRPC to a local receiver
@@ -93,6 +101,7 @@ impl Scenario {
             Self::FixedRate => "fixed-rate",
             Self::BpfStats => "bpf-stats",
             Self::Scaling => "scaling",
+            Self::Chain => "chain",
             Self::Baseline => "baseline",
             Self::Otlp100k => "otlp-100k",
             Self::PrintOff => "print-off",
@@ -141,6 +150,12 @@ pub struct BenchArgs {
     /// wrk connections (keep-alive), spread over the threads.
     #[arg(long, default_value_t = 8)]
     pub connections: u32,
+    /// chain: runs of each mode (alternating).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub chain_runs: u32,
+    /// chain: length of each wrk run, in seconds (after a 5 s warm-up).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub chain_seconds: u64,
     /// Use this agent binary instead of running setup and building one.
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
@@ -180,12 +195,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         || args.seconds == 0
         || args.rate_seconds == 0
         || args.bpf_stats_seconds == 0
+        || args.chain_runs == 0
+        || args.chain_seconds == 0
         || args.rates.contains(&0)
         || args.scaling_connections.contains(&0)
     {
         bail!(
-            "--runs, --seconds, --rate-seconds, --bpf-stats-seconds, --rates and \
-             --scaling-connections must be > 0"
+            "--runs, --seconds, --rate-seconds, --bpf-stats-seconds, --chain-runs, \
+             --chain-seconds, --rates and --scaling-connections must be > 0"
         );
     }
     // Plain-HTTP scenarios (after their baseline), whether https runs, and
@@ -216,6 +233,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     load::check_tools()?;
     if tls {
         https::check_tools()?;
+    }
+    if suite.contains(&Scenario::Chain) {
+        chain::check_tools()?;
     }
     if scenarios.contains(&Scenario::Otlp100k) || !suite.is_empty() {
         receiver::check()?;

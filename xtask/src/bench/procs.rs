@@ -247,6 +247,30 @@ impl Guard {
         util::stop_child(&mut s.child, s.stop_signal, grace)
     }
 
+    /// The pids of the children it holds, oldest first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.started.iter().map(|s| s.child.id()).collect()
+    }
+
+    /// Stops the children whose pid is in `pids`, newest first (each with
+    /// its stop signal, then SIGKILL after a grace period); leaves the
+    /// others, and pids that are not its children, alone.
+    pub fn stop_among(&mut self, pids: &[u32]) {
+        let ours: Vec<u32> = self
+            .started
+            .iter()
+            .rev()
+            .map(|s| s.child.id())
+            .filter(|p| pids.contains(p))
+            .collect();
+        for pid in ours {
+            match self.stop(pid, STOP_GRACE) {
+                Ok(st) => note(format!("pid {pid} stopped ({st})")),
+                Err(e) => eprintln!("    warning: stopping pid {pid}: {e:#}"),
+            }
+        }
+    }
+
     /// Joins the pipe readers (after the children that feed them exited).
     pub fn join_readers(&mut self) {
         for r in self.readers.drain(..) {

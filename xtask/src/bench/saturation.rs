@@ -38,6 +38,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         threads: cx.args.threads,
         connections: cx.args.connections,
         cpus: cpus.as_deref(),
+        cgroup: None,
     };
     let url = cx.url();
     let (warm, _) = timed::wrk_for(
@@ -92,11 +93,10 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                 ));
             }
             note(format!(
-                "{} requests, {:.0} req/s, p50 {}, p99 {}",
+                "{} requests, {:.0} req/s, {}",
                 wrk.requests,
                 wrk.rps,
-                fmt(latency.p50, |s| format!("{:.3} ms", s * 1e3)),
-                fmt(latency.p99, |s| format!("{:.3} ms", s * 1e3)),
+                latency.text()
             ));
             all.push(Run {
                 index,
@@ -122,8 +122,8 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     };
     let ratio = |f: &dyn Fn(&Run) -> Option<f64>| Some(med(true, f)? / med(false, f)?);
     let throughput = ratio(&|r| Some(r.rps));
-    let p50_ms = |r: &Run| r.latency.p50.map(|s| s * 1e3);
-    let p99_ms = |r: &Run| r.latency.p99.map(|s| s * 1e3);
+    let p50_ms = |r: &Run| r.latency.p50_ms();
+    let p99_ms = |r: &Run| r.latency.p99_ms();
     let p50 = ratio(&p50_ms);
     let p99 = ratio(&p99_ms);
     let pairs: Vec<f64> = all
@@ -211,8 +211,8 @@ fn run_json(r: &Run) -> Value {
         "side": if r.agent { "agent" } else { "none" },
         "requests": r.requests,
         "requests_per_sec": r.rps,
-        "latency_p50_ms": r.latency.p50.map(|s| s * 1e3),
-        "latency_p99_ms": r.latency.p99.map(|s| s * 1e3),
+        "latency_p50_ms": r.latency.p50_ms(),
+        "latency_p99_ms": r.latency.p99_ms(),
         "nginx_cpu_seconds": r.nginx_cpu,
         "agent_cpu_seconds": r.agent_cpu,
         "agent_peak_rss_kib": r.peak_rss_kib,

@@ -1,4 +1,5 @@
-//! The default bench: four scenarios against one nginx, one report.
+//! The default bench: five scenarios, one report; the first four against
+//! one nginx, the chain with its own services.
 //!
 //! - `saturation` ([`super::saturation`]): wrk at full speed, without and
 //!   with the agent (exporting over OTLP), alternating;
@@ -7,13 +8,16 @@
 //! - `bpf-stats` ([`super::bpf_stats`]): the kernel's own run time of each
 //!   of the agent's programs;
 //! - `scaling` ([`super::scaling`]): 1 to 10,000 open connections: the
-//!   agent's memory per connection.
+//!   agent's memory per connection;
+//! - `chain` ([`super::chain`]): wrk → Java forwarder → nginx, requests/s
+//!   without the agent and with it in each propagation mode (none, TCP
+//!   option, header injection), in a child cgroup it creates and removes.
 //!
-//! nginx runs pinned to CPU 0 and the load (wrk, or xtask's own client) to
-//! CPU 1 on a machine with at least two CPUs (`--no-pin` to let the
-//! scheduler place them); the agent and the OTLP receiver are not pinned:
-//! they share both CPUs with nginx and the load, which is what the agent
-//! costs a busy node.
+//! nginx (and the chain's forwarder) runs pinned to CPU 0 and the load
+//! (wrk, or xtask's own client) to CPU 1 on a machine with at least two
+//! CPUs (`--no-pin` to let the scheduler place them); the agent and the
+//! OTLP receiver are not pinned: they share both CPUs with nginx and the
+//! load, which is what the agent costs a busy node.
 
 use std::{
     path::Path,
@@ -25,7 +29,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{
-    BenchArgs, Scenario, bpf_stats, fixed_rate, load,
+    BenchArgs, Scenario, bpf_stats, chain, fixed_rate, load,
     procs::{self, Guard},
     receiver::{self, Receiver},
     report::{self, Section},
@@ -44,6 +48,8 @@ pub struct Ctx<'a> {
     pub deadline: Instant,
     /// `taskset -c` list for wrk, and the CPU for xtask's load threads.
     pub load_cpu: Option<usize>,
+    /// `taskset -c` list for nginx (and the chain's forwarder).
+    pub nginx_cpus: Option<&'static str>,
 }
 
 impl Ctx<'_> {
@@ -84,10 +90,13 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
             Scenario::FixedRate,
             Scenario::BpfStats,
             Scenario::Scaling,
+            Scenario::Chain,
         ],
-        Scenario::Saturation | Scenario::FixedRate | Scenario::BpfStats | Scenario::Scaling => {
-            vec![scenario]
-        }
+        Scenario::Saturation
+        | Scenario::FixedRate
+        | Scenario::BpfStats
+        | Scenario::Scaling
+        | Scenario::Chain => vec![scenario],
         _ => vec![],
     }
 }
@@ -137,6 +146,7 @@ pub fn run(
         receiver: &receiver,
         deadline,
         load_cpu,
+        nginx_cpus,
     };
     let mut sections: Vec<Section> = Vec::new();
     for &s in which {
@@ -147,6 +157,7 @@ pub fn run(
             Scenario::FixedRate => fixed_rate::run(&mut cx)?,
             Scenario::BpfStats => bpf_stats::run(&mut cx)?,
             Scenario::Scaling => scaling::run(&mut cx)?,
+            Scenario::Chain => chain::run(&mut cx)?,
             _ => bail!("{} is not part of the suite", s.name()),
         });
     }

@@ -14,8 +14,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::{
+    cgroup::Cgroup,
     load::{self, WrkRun},
     procs::{self, Guard},
+    report::fmt,
 };
 use crate::util;
 
@@ -34,6 +36,22 @@ pub struct Latency {
     pub p99: Option<f64>,
 }
 
+impl Latency {
+    pub fn p50_ms(&self) -> Option<f64> {
+        self.p50.map(|s| s * 1e3)
+    }
+
+    pub fn p99_ms(&self) -> Option<f64> {
+        self.p99.map(|s| s * 1e3)
+    }
+
+    /// `p50 0.123 ms, p99 4.567 ms` (`n/a` for a missing one).
+    pub fn text(&self) -> String {
+        let ms = |v: Option<f64>| fmt(v, |v| format!("{v:.3} ms"));
+        format!("p50 {}, p99 {}", ms(self.p50_ms()), ms(self.p99_ms()))
+    }
+}
+
 /// How wrk drives the server.
 #[derive(Debug, Clone, Copy)]
 pub struct Wrk<'a> {
@@ -41,6 +59,8 @@ pub struct Wrk<'a> {
     pub connections: u32,
     /// `taskset -c` CPU list for wrk, if pinned.
     pub cpus: Option<&'a str>,
+    /// The cgroup wrk is born in, if any.
+    pub cgroup: Option<&'a Cgroup>,
 }
 
 /// wrk for `length` against `url` (`--latency`): its figures and nginx's
@@ -64,6 +84,9 @@ pub fn wrk_for(
         .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(cg) = shape.cgroup {
+        cg.place(&mut cmd);
+    }
     let cpu_before = procs::cpu_seconds(nginx_pid).unwrap_or(0.0);
     let started = Instant::now();
     // SIGINT: wrk prints what it has and exits.
