@@ -176,7 +176,7 @@ fn inject(ctx: &SkMsgContext) {
     if unsafe { bpf_msg_pull_data(ctx.msg, 0, n as u32, 0) } != 0 {
         return;
     }
-    let Some(line_end) = scan(ctx) else {
+    let Some(line_end) = scan(ctx).and_then(launder) else {
         return;
     };
     if ctx.push_data(line_end as u32, LINE as u32, 0).is_err() {
@@ -216,6 +216,24 @@ fn inject(ctx: &SkMsgContext) {
 #[repr(C)]
 pub struct HeadBuf {
     b: [u8; SCAN + 16],
+    /// See [`launder`].
+    stash: u64,
+}
+
+/// `v`, stored in map memory and read back: the verifier keeps nothing of
+/// what it loads from a map, so the paths that reach here with their own
+/// value of `v` (one per offset where a scan stopped) go on as one. The
+/// 5.10 verifier does not prune them otherwise and ran out of budget in
+/// the code after the scan ("BPF program is too large. Processed 1000001
+/// insn").
+#[inline(always)]
+fn launder(v: usize) -> Option<usize> {
+    let buf = INJECT_HEAD.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value, ours while this program runs.
+    unsafe {
+        (*buf).stash = v as u64;
+        Some(core::ptr::read_volatile(&(*buf).stash) as usize)
+    }
 }
 
 #[map(name = "INJECT_HEAD")]

@@ -114,6 +114,9 @@ fn keep() -> Option<()> {
     let stage = STATE_STAGE.get_ptr_mut(0)?;
     // SAFETY: per-CPU value, ours while this program runs.
     let stage = unsafe { &mut *stage };
+    // Spaces past the value: the injecting side copies all MAX bytes (a
+    // size the verifier knows) and they become the line's padding.
+    stage.value.fill(b' ');
     let mut k = 0usize;
     while k < MAX {
         if at + k >= got {
@@ -175,18 +178,11 @@ pub fn inject(ctx: &SkMsgContext, id: u64, w: &WireContext, at: usize) -> usize 
     };
     // SAFETY: per-CPU value, ours while this program runs.
     let line = unsafe { &mut *line };
-    line.fill(b' ');
     line[..PREFIX].copy_from_slice(b"tracestate: ");
-    let mut k = 0usize;
-    while k < MAX {
-        if k >= len {
-            break;
-        }
-        if let Some(b) = line.get_mut(PREFIX + k) {
-            *b = st.value[k & (MAX - 1)];
-        }
-        k += 1;
-    }
+    // All of it, spaces past `len` included: a loop that stopped at `len`
+    // left with one verifier state per length, each verifying the rest
+    // (5.10: "BPF program is too large. Processed 1000001 insn").
+    line[PREFIX..PREFIX + MAX].copy_from_slice(&st.value);
     let need = PREFIX + len + 2;
     let put = if need <= 32 {
         put::<32>(ctx, line, at)

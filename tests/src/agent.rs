@@ -18,8 +18,15 @@ use serde_json::{Map, Value};
 use crate::env;
 use crate::span::{self, Span};
 
-/// How long the agent may take to attach its probes.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent may take to attach its probes: 60 s, or
+/// `$WIRESPAN_READY_TIMEOUT_SECS` (the kernel-matrix guests, where the
+/// verifier runs emulated).
+pub fn ready_timeout() -> Duration {
+    std::env::var("WIRESPAN_READY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(60), Duration::from_secs)
+}
 /// How long spans may take to show up after the traffic that causes them:
 /// 30 s, or `$WIRESPAN_SPAN_TIMEOUT_SECS`.
 pub fn span_timeout() -> Duration {
@@ -208,13 +215,13 @@ impl Agent {
         self.pid
     }
 
-    /// Waits up to [`READY_TIMEOUT`] for the readiness line. Panics, with the
+    /// Waits up to [`ready_timeout`] for the readiness line. Panics, with the
     /// agent's stderr, if it exits first or never gets ready.
     pub fn wait_ready(&self) {
         let started = Instant::now();
         let ok = self
             .shared
-            .wait_until(READY_TIMEOUT, |s| s.ready || s.stderr_eof);
+            .wait_until(ready_timeout(), |s| s.ready || s.stderr_eof);
         let state = self.shared.lock();
         if !state.ready {
             panic!(

@@ -69,6 +69,8 @@ export HOME=/root LANG=C.UTF-8 CI=true
 export WIRESPAN_BIN={bin}
 export WIRESPAN_OTLP_PYTHON={python}
 export WIRESPAN_SPAN_TIMEOUT_SECS={span_timeout}
+# Verifying the programs takes 30-60 s emulated (a second on the host).
+export WIRESPAN_READY_TIMEOUT_SECS=240
 # Emulation (~17x slower) widens the gap between a syscall handing bytes to
 # a loopback peer and its exit, where the agent takes its timestamp.
 export WIRESPAN_CLOCK_SLACK_MS=50
