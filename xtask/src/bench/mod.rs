@@ -22,6 +22,7 @@
 //! `--max-seconds`.
 
 mod agent;
+mod bpf_fds;
 mod bpf_stats;
 mod fixed_rate;
 mod https;
