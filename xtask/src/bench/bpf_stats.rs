@@ -151,6 +151,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         cx.args.connections,
         length,
         cx.load_cpu,
+        None,
         &mut || {},
     )?;
     let after = programs_of(pid)?;
