@@ -11,12 +11,14 @@ use anyhow::{Context, Result};
 #[derive(Clone, Copy)]
 pub enum Kind {
     Prog,
+    Map,
 }
 
 /// The fdinfo text of each of `pid`'s open fds of `kind`.
 pub fn fdinfos(pid: u32, kind: Kind) -> Result<Vec<String>> {
     let link = match kind {
         Kind::Prog => "anon_inode:bpf-prog",
+        Kind::Map => "anon_inode:bpf-map",
     };
     let dir = format!("/proc/{pid}/fd");
     let mut out = Vec::new();

@@ -29,7 +29,7 @@ use super::{
     procs::{self, Guard},
     receiver::{self, Receiver, Waited},
     report::{self, Section},
-    saturation, scaling, timed,
+    saturation, scaling, soak, timed,
 };
 use crate::util::{note, section};
 
@@ -104,9 +104,12 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
             Scenario::BpfStats,
             Scenario::Scaling,
         ],
-        Scenario::Saturation | Scenario::FixedRate | Scenario::BpfStats | Scenario::Scaling => {
-            vec![scenario]
-        }
+        // The soak runs alone, on the suite's nginx and receiver.
+        Scenario::Saturation
+        | Scenario::FixedRate
+        | Scenario::BpfStats
+        | Scenario::Scaling
+        | Scenario::Soak => vec![scenario],
         _ => vec![],
     }
 }
@@ -166,6 +169,7 @@ pub fn run(
             Scenario::FixedRate => fixed_rate::run(&mut cx)?,
             Scenario::BpfStats => bpf_stats::run(&mut cx)?,
             Scenario::Scaling => scaling::run(&mut cx)?,
+            Scenario::Soak => soak::run(&mut cx)?,
             _ => bail!("{} is not part of the suite", s.name()),
         });
     }
