@@ -23,8 +23,16 @@ use crate::{
     stats::{Stats, add},
 };
 
+mod started;
+
+use started::Started;
+
 type Key = (u32, i32);
 
+/// One connection's state. The table holds it boxed: the table's slots
+/// (a power of two, at most 7/8 full) then cost a pointer each rather than
+/// a whole `Conn`, and a table that grew for a burst of connections keeps
+/// only the pointers.
 struct Conn {
     sk: u64,
     ends: Endpoints,
@@ -32,9 +40,8 @@ struct Conn {
     last_ts: u64,
     process: Arc<ProcessInfo>,
     /// Span identity of each request in flight, by the parser's sequence
-    /// number, with the thread that read or wrote it. Bounded by the
-    /// parser's pending limit: every request leaves as an exchange.
-    ctxs: HashMap<u64, (ReqCtx, u32)>,
+    /// number, with the thread that read or wrote it.
+    ctxs: Started,
     /// Identity decided for the next client request at the kernel's
     /// RequestIntent, with the writing thread.
     intent: Option<(ReqCtx, u32)>,
@@ -47,7 +54,7 @@ struct Conn {
 }
 
 pub struct ConnTable {
-    conns: HashMap<Key, Conn>,
+    conns: HashMap<Key, Box<Conn>>,
     max_conns: usize,
     procs: ProcessCache,
     /// Selection decision per pid, cleared with the process cache.
@@ -164,17 +171,17 @@ impl ConnTable {
             self.evict();
         }
         add(&self.stats.conns_opened, 1);
-        let c = Conn {
+        let c = Box::new(Conn {
             sk: h.sk,
             ends: Endpoints::default(),
             http: Http1Conn::new(self.limits),
             last_ts: h.ts_exit_ns,
             process,
-            ctxs: HashMap::new(),
+            ctxs: Started::default(),
             intent: None,
             tls: false,
             server_kctx: None,
-        };
+        });
         self.conns.insert(key, c);
         true
     }
@@ -327,11 +334,9 @@ impl ConnTable {
             if let Some(c) = self.conns.remove(&k) {
                 add(&self.stats.requests_lost_evicted, c.http.pending() as u64);
                 // Its requests no longer occupy their threads or peers.
-                for (ctx, tid) in c.ctxs.values() {
+                for (ctx, tid) in c.ctxs.iter() {
                     match c.http.role() {
-                        Some(Role::Server) => {
-                            self.linker.server_done(c.process.pid, *tid, &ctx.ctx)
-                        }
+                        Some(Role::Server) => self.linker.server_done(c.process.pid, tid, &ctx.ctx),
                         Some(Role::Client) => self.linker.client_done(c.ends, &ctx.ctx),
                         None => {}
                     }
@@ -390,7 +395,7 @@ fn assign_contexts(c: &mut Conn, seq0: u64, tid: u32, exchanges: &[Exchange], li
             .map(|e| (e.seq, &e.request)),
     );
     for (seq, head) in started {
-        if c.ctxs.contains_key(&seq) {
+        if c.ctxs.contains(seq) {
             continue;
         }
         let (ctx, tid) = match (role, c.intent.take()) {
@@ -412,7 +417,7 @@ fn assign_contexts(c: &mut Conn, seq0: u64, tid: u32, exchanges: &[Exchange], li
                 (linker.client_request(pid, tid, c.ends, head), tid)
             }
         };
-        c.ctxs.insert(seq, (ctx, tid));
+        c.ctxs.insert(seq, ctx, tid);
     }
 }
 
@@ -428,10 +433,7 @@ fn emit(
     for ex in exchanges.drain(..) {
         // A request that began before we could see it (or past a gap)
         // still gets an identity: its own trace.
-        let (ctx, tid) = c
-            .ctxs
-            .remove(&ex.seq)
-            .unwrap_or_else(|| (ReqCtx::root(), 0));
+        let (ctx, tid) = c.ctxs.take(ex.seq).unwrap_or_else(|| (ReqCtx::root(), 0));
         match ex.role {
             Role::Server => linker.server_done(c.process.pid, tid, &ctx.ctx),
             Role::Client => linker.client_done(c.ends, &ctx.ctx),

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    agent, loadgen,
+    agent, bpf_fds, loadgen,
     report::{Row, Section, fmt},
     suite::Ctx,
 };
@@ -71,20 +71,8 @@ struct Prog {
 /// types come from `bpftool prog show --json`.
 fn programs_of(pid: u32) -> Result<BTreeMap<u64, Prog>> {
     let names = bpftool_names()?;
-    let dir = format!("/proc/{pid}/fd");
     let mut progs = BTreeMap::new();
-    for entry in fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-        let Ok(entry) = entry else { continue };
-        let is_prog =
-            fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
-        if !is_prog {
-            continue;
-        }
-        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
-        // The fd may close between the two reads: skip it then.
-        let Ok(text) = fs::read_to_string(&info) else {
-            continue;
-        };
+    for text in bpf_fds::fdinfos(pid, bpf_fds::Kind::Prog)? {
         if let Some((id, mut prog)) = parse_fdinfo(&text) {
             if let Some((name, kind)) = names.get(&id) {
                 prog.name.clone_from(name);
@@ -98,12 +86,7 @@ fn programs_of(pid: u32) -> Result<BTreeMap<u64, Prog>> {
 
 /// `prog_id`, `run_cnt` and `run_time_ns` of a BPF program fd's fdinfo.
 fn parse_fdinfo(text: &str) -> Option<(u64, Prog)> {
-    let field = |k: &str| {
-        text.lines().find_map(|l| {
-            let v = l.strip_prefix(k)?.strip_prefix(':')?;
-            v.trim().parse::<u64>().ok()
-        })
-    };
+    let field = |k: &str| bpf_fds::field(text, k);
     Some((
         field("prog_id")?,
         Prog {
@@ -168,6 +151,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         cx.args.connections,
         length,
         cx.load_cpu,
+        None,
         &mut || {},
     )?;
     let after = programs_of(pid)?;

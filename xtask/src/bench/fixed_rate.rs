@@ -9,7 +9,7 @@
 //! (waiting for the spans to arrive until their count stalls); the agent's
 //! drop counters.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -24,9 +24,6 @@ use super::{
 use crate::util::{note, section};
 
 const NAME: &str = "fixed-rate";
-/// Give up waiting for spans when the receiver's count has not moved for
-/// this long (the batch delay is 200 ms; retries back off for longer).
-const STALL: Duration = Duration::from_secs(10);
 /// The rate the targets are stated at.
 const TARGET_RATE: u32 = 10_000;
 
@@ -87,30 +84,17 @@ fn one_rate(cx: &mut Ctx, rate: u32, length: Duration) -> Result<(Value, Option<
         cx.args.connections,
         length,
         cx.load_cpu,
+        None,
         &mut sample,
     )?;
     // CPU while the load ran; what the agent spends draining afterwards is
     // in `agent_cpu_seconds_total`.
     let cpu_load = procs::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
-    note(format!(
-        "{} requests in {:.1} s: {:.0} req/s (target {rate}), p50 {}, p99 {}, {} errors",
-        load.completed,
-        load.seconds,
-        load.achieved_rate,
-        fmt(load.p50, |s| format!("{:.3} ms", s * 1e3)),
-        fmt(load.p99, |s| format!("{:.3} ms", s * 1e3)),
-        load.errors
-    ));
-    let waited = cx.receiver.wait_for(
-        accepted_before + load.completed,
-        STALL,
-        cx.deadline.max(Instant::now() + STALL),
-    )?;
+    note(load.summary(rate));
+    let (waited, accepted, completeness) = cx.wait_spans(accepted_before, load.completed)?;
     let cpu_total = procs::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
     let peak = procs::status_kib(pid, "VmHWM");
     let exit = agent::stop(cx.guard, pid, &lines)?;
-    let accepted = waited.accepted.saturating_sub(accepted_before);
-    let completeness = (load.completed > 0).then(|| accepted as f64 / load.completed as f64);
     let cpu_pct = cpu_load / load.seconds.max(1e-9) * 100.0;
     let per_10k = (load.achieved_rate > 0.0).then(|| cpu_pct * 10_000.0 / load.achieved_rate);
     let steady = median(rss[rss.len() / 2..].iter().map(|&k| k as f64).collect()).map(|k| k as u64);

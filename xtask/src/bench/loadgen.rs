@@ -6,7 +6,10 @@
 //!   on an open-loop schedule, and measures latency from the time a request
 //!   was due, so a stall shows up in the latency instead of silently
 //!   lowering the rate;
-//! - thousands of connections held open: [`open`] and [`round`].
+//! - thousands of connections held open: [`open`] and [`round`];
+//! - connection churn at a fixed rate (the `soak`): [`fixed_rate`] with
+//!   `reopen_after`, each connection closed after that many requests and a
+//!   new one opened in its place.
 //!
 //! Every request is `GET /bench.json` on loopback; every response is read
 //! in full (its Content-Length), so a request counts as completed only once
@@ -130,6 +133,8 @@ pub struct RateRun {
     pub completed: u64,
     pub non_2xx: u64,
     pub errors: u64,
+    /// Connections opened, the first ones included.
+    pub conns_opened: u64,
     /// Completed requests per second of the run.
     pub achieved_rate: f64,
     /// Latency from the time each request was due, in seconds.
@@ -137,15 +142,37 @@ pub struct RateRun {
     pub p99: Option<f64>,
 }
 
+impl RateRun {
+    /// One line: requests, time, achieved rate against `rate`, latency, errors.
+    pub fn summary(&self, rate: u32) -> String {
+        let ms =
+            |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |s| format!("{:.3} ms", s * 1e3));
+        format!(
+            "{} requests in {:.1} s: {:.0} req/s (target {rate}), {} connections opened, p50 {}, \
+             p99 {}, {} errors",
+            self.completed,
+            self.seconds,
+            self.achieved_rate,
+            self.conns_opened,
+            ms(self.p50),
+            ms(self.p99),
+            self.errors
+        )
+    }
+}
+
 /// Sends `rate` requests/s for `length` over `connections` keep-alive
 /// connections, one thread each (pinned to `cpu` when given), calling
-/// `sample` about every 200 ms from this thread while they run.
+/// `sample` about every 200 ms from this thread while they run. With
+/// `reopen_after`, each connection is closed after that many requests and
+/// replaced by a new one (churn); without, they are kept for the whole run.
 pub fn fixed_rate(
     port: u16,
     rate: u32,
     connections: u32,
     length: Duration,
     cpu: Option<usize>,
+    reopen_after: Option<u32>,
     sample: &mut dyn FnMut(),
 ) -> Result<RateRun> {
     if rate == 0 || connections == 0 {
@@ -162,7 +189,7 @@ pub fn fixed_rate(
         let workers: Vec<_> = (0..connections)
             .map(|i| {
                 let first = started + interval.mul_f64(f64::from(i) / f64::from(connections));
-                s.spawn(move || worker(port, first, interval, (end, hard_end), cpu))
+                s.spawn(move || worker(port, first, interval, (end, hard_end), cpu, reopen_after))
             })
             .collect();
         while workers.iter().any(|w| !w.is_finished()) {
@@ -179,9 +206,10 @@ pub fn fixed_rate(
     });
     let seconds = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
-    let (mut completed, mut non_2xx, mut errors) = (0, 0, 0);
+    let (mut completed, mut non_2xx, mut errors, mut conns_opened) = (0, 0, 0, 0);
     for r in results {
         let w = r?;
+        conns_opened += w.conns_opened;
         completed += w.completed;
         non_2xx += w.non_2xx;
         errors += w.errors;
@@ -199,6 +227,7 @@ pub fn fixed_rate(
         completed,
         non_2xx,
         errors,
+        conns_opened,
         achieved_rate: completed as f64 / seconds.max(1e-9),
         p50: median(latencies.clone()).map(|us| us / 1e6),
         p99: pct(0.99),
@@ -209,6 +238,7 @@ struct Worker {
     completed: u64,
     non_2xx: u64,
     errors: u64,
+    conns_opened: u64,
     latencies_us: Vec<u32>,
 }
 
@@ -218,6 +248,7 @@ fn worker(
     interval: Duration,
     (end, hard_end): (Instant, Instant),
     cpu: Option<usize>,
+    reopen_after: Option<u32>,
 ) -> Result<Worker> {
     if let Some(cpu) = cpu {
         pin_this_thread(cpu)?;
@@ -227,8 +258,11 @@ fn worker(
         completed: 0,
         non_2xx: 0,
         errors: 0,
+        conns_opened: 1,
         latencies_us: Vec::new(),
     };
+    // Requests on the current connection.
+    let mut on_conn = 0;
     let mut due = first;
     while due < end && Instant::now() < hard_end && util::caught_signal().is_none() {
         // Pacing, not synchronization: wait until this request is due. A
@@ -238,6 +272,14 @@ fn worker(
         if due > now {
             thread::sleep(due - now);
         }
+        if reopen_after.is_some_and(|n| on_conn >= n) {
+            // Churn: the old connection closes (client first, as a browser
+            // or a pooled client retiring a connection would).
+            conn = Conn::open(port)?;
+            w.conns_opened += 1;
+            on_conn = 0;
+        }
+        on_conn += 1;
         let sent = conn.send().and_then(|()| conn.recv());
         match sent {
             Ok(status) => {
@@ -252,6 +294,8 @@ fn worker(
                 // Counted; a fresh connection carries on.
                 w.errors += 1;
                 conn = Conn::open(port)?;
+                w.conns_opened += 1;
+                on_conn = 0;
             }
         }
         due += interval;

@@ -17,7 +17,10 @@
 //! - `https` (see [`https`]): nginx over TLS (self-signed certificate made
 //!   at run time), wrk for a fixed time per run, runs alternating without
 //!   and with the agent (`--print off`): requests/s, latency, the agent's
-//!   cost and its spans per request.
+//!   cost and its spans per request;
+//! - `soak` (see [`soak`]): ten minutes at 5,000 req/s with connection
+//!   churn: the agent's RSS, connection table and kernel map occupancy
+//!   over time. Not part of the default suite.
 //!
 //! The baseline always runs first (`https` has its own, alternating). Figures go to a table on stdout and to
 //! `target/bench/<scenario>.json`. Everything the bench starts is stopped by
@@ -25,6 +28,8 @@
 //! `--max-seconds`.
 
 mod agent;
+mod bpf_fds;
+mod bpf_maps;
 mod bpf_stats;
 mod cgroup;
 mod chain;
@@ -37,6 +42,8 @@ mod receiver;
 mod report;
 mod saturation;
 mod scaling;
+mod scrape;
+mod soak;
 mod suite;
 mod timed;
 
@@ -89,6 +96,9 @@ pub enum Scenario {
     PrintOff,
     /// nginx over HTTPS, runs alternating without and with the agent (print off)
     Https,
+    /// a long fixed-rate run with connection churn: RSS, connections and
+    /// kernel map occupancy over time (not in the suite)
+    Soak,
     /// everything: baseline, otlp-100k, print-off, https, then the suite
     All,
 }
@@ -106,6 +116,7 @@ impl Scenario {
             Self::Otlp100k => "otlp-100k",
             Self::PrintOff => "print-off",
             Self::Https => "https",
+            Self::Soak => "soak",
             Self::All => "all",
         }
     }
@@ -173,7 +184,20 @@ pub struct BenchArgs {
     /// https: length of each wrk run, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub https_seconds: u64,
-    /// Upper bound of the whole bench, in seconds.
+    /// soak: length of the run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub soak_seconds: u64,
+    /// soak: the request rate, in requests/s.
+    #[arg(long, value_name = "RPS", default_value_t = 5_000)]
+    pub soak_rate: u32,
+    /// soak: requests per connection before it is closed and replaced.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub soak_conn_requests: u32,
+    /// soak: seconds between samples of the agent.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub soak_sample_seconds: u64,
+    /// Upper bound of the whole bench, in seconds (a soak longer than it
+    /// raises it to its own length + 5 minutes).
     #[arg(long, default_value_t = 900)]
     pub max_seconds: u64,
 }
@@ -199,10 +223,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         || args.chain_seconds == 0
         || args.rates.contains(&0)
         || args.scaling_connections.contains(&0)
+        || args.soak_seconds == 0
+        || args.soak_rate == 0
+        || args.soak_conn_requests == 0
+        || args.soak_sample_seconds == 0
     {
         bail!(
             "--runs, --seconds, --rate-seconds, --bpf-stats-seconds, --chain-runs, \
-             --chain-seconds, --rates and --scaling-connections must be > 0"
+             --chain-seconds, --rates, --scaling-connections and the --soak-* options \
+             must be > 0"
         );
     }
     // Plain-HTTP scenarios (after their baseline), whether https runs, and
@@ -242,7 +271,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
 
     util::catch_interrupts();
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let max_seconds = if args.scenario == Scenario::Soak {
+        args.max_seconds.max(args.soak_seconds + 300)
+    } else {
+        args.max_seconds
+    };
+    let deadline = Instant::now() + Duration::from_secs(max_seconds);
     let mut guard = Guard::new()?;
     let result = (|| {
         let mut problems = Vec::new();

@@ -31,9 +31,9 @@ use serde_json::json;
 use super::{
     BenchArgs, Scenario, bpf_stats, chain, fixed_rate, load,
     procs::{self, Guard},
-    receiver::{self, Receiver},
+    receiver::{self, Receiver, Waited},
     report::{self, Section},
-    saturation, scaling, timed,
+    saturation, scaling, soak, timed,
 };
 use crate::util::{note, section};
 
@@ -69,6 +69,21 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Waits until the receiver holds `expected` spans more than `before`,
+    /// or its count stalls for [`SPAN_STALL`]. Returns what the wait saw,
+    /// the spans accepted since `before`, and completeness: those over
+    /// `expected` (none when nothing was expected).
+    pub fn wait_spans(&self, before: u64, expected: u64) -> Result<(Waited, u64, Option<f64>)> {
+        let waited = self.receiver.wait_for(
+            before + expected,
+            SPAN_STALL,
+            self.deadline.max(Instant::now() + SPAN_STALL),
+        )?;
+        let accepted = waited.accepted.saturating_sub(before);
+        let completeness = (expected > 0).then(|| accepted as f64 / expected as f64);
+        Ok((waited, accepted, completeness))
+    }
+
     /// Length of a timed run: the full one, or a short one under `--short`.
     pub fn length(&self, full_secs: u64) -> Duration {
         Duration::from_secs(if self.args.short {
@@ -78,6 +93,10 @@ impl Ctx<'_> {
         })
     }
 }
+
+/// Give up waiting for spans when the receiver's count has not moved for
+/// this long (the batch delay is 200 ms; retries back off for longer).
+const SPAN_STALL: Duration = Duration::from_secs(10);
 
 /// Seconds per timed run under `--short`: enough to see every part work.
 const SHORT_SECS: u64 = 2;
@@ -92,11 +111,13 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
             Scenario::Scaling,
             Scenario::Chain,
         ],
+        // The soak runs alone, on the suite's nginx and receiver.
         Scenario::Saturation
         | Scenario::FixedRate
         | Scenario::BpfStats
         | Scenario::Scaling
-        | Scenario::Chain => vec![scenario],
+        | Scenario::Chain
+        | Scenario::Soak => vec![scenario],
         _ => vec![],
     }
 }
@@ -158,6 +179,7 @@ pub fn run(
             Scenario::BpfStats => bpf_stats::run(&mut cx)?,
             Scenario::Scaling => scaling::run(&mut cx)?,
             Scenario::Chain => chain::run(&mut cx)?,
+            Scenario::Soak => soak::run(&mut cx)?,
             _ => bail!("{} is not part of the suite", s.name()),
         });
     }

@@ -169,7 +169,8 @@ pub(super) enum HeadStep {
     TooLarge,
 }
 
-/// Accumulates one head's bytes (never body bytes) up to a limit.
+/// Accumulates one head's bytes (never body bytes) up to a limit. Holds
+/// no heap between heads: an idle keep-alive connection costs no buffer.
 #[derive(Debug)]
 pub(super) struct HeadBuf {
     buf: Vec<u8>,
@@ -179,8 +180,9 @@ pub(super) struct HeadBuf {
     line_start: usize,
 }
 
-/// Capacity above which a finished head's buffer is given back.
-const KEEP_CAPACITY: usize = 4096;
+/// What a head's buffer starts with, on its first byte: most request and
+/// response heads fit, so one allocation per head, none while idle.
+const FIRST_CAPACITY: usize = 512;
 
 impl HeadBuf {
     pub(super) fn new() -> Self {
@@ -198,11 +200,11 @@ impl HeadBuf {
         self.matcher = StartMatcher::new(requests, responses);
     }
 
+    /// Forgets the head and gives its buffer back: between heads (and on
+    /// an idle keep-alive connection, for as long as it stays open) the
+    /// buffer would only hold memory.
     pub(super) fn reset(&mut self) {
-        self.buf.clear();
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf.shrink_to(KEEP_CAPACITY / 4);
-        }
+        self.buf = Vec::new();
         self.kind = None;
         self.line_start = 0;
     }
@@ -238,6 +240,11 @@ impl HeadBuf {
                         self.line_start = self.buf.len();
                         return (i + 1, HeadStep::StartLine(kind));
                     }
+                }
+                // Only bytes that may be a start line allocate: a feed of
+                // another protocol dies at its first byte, before this.
+                if self.buf.capacity() == 0 {
+                    self.buf.reserve(FIRST_CAPACITY.min(max));
                 }
                 self.buf.push(b);
                 i += 1;

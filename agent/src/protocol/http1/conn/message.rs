@@ -285,6 +285,11 @@ impl Http1Conn {
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        // Room for one: without pipelining one request waits at a time
+        // (VecDeque would otherwise start at four); pipelining grows it.
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(1);
+        }
         self.pending.push_back(Pending {
             head,
             start,

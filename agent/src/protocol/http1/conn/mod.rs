@@ -203,6 +203,11 @@ impl Http1Conn {
         if gap > 0 && !self.opaque {
             self.apply_gap(d, gap, t_last, out);
         }
+        if self.pending.is_empty() && self.pending.capacity() != 0 {
+            // Every request answered: an idle keep-alive connection keeps
+            // no queue (it may stay open, and idle, for minutes).
+            self.pending = VecDeque::new();
+        }
     }
 
     fn consume(
