@@ -1,7 +1,7 @@
 //! Turns a paired HTTP/1 exchange into a span with the OpenTelemetry HTTP
 //! semantic conventions, following DESIGN.md's status rules.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use super::{AttrValue, Span, SpanKind, Status, route};
 use crate::{
@@ -46,6 +46,10 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+fn ip(ep: SocketAddr) -> AttrValue {
+    AttrValue::Str(Cow::Owned(ep.ip().to_string()))
+}
+
 pub fn span_from_exchange(
     ex: &Exchange,
     ctx: &ReqCtx,
@@ -60,20 +64,23 @@ pub fn span_from_exchange(
     };
     let req = &ex.request;
     let path = split_target(&req.target);
-    let known = KNOWN_METHODS.contains(&req.method.as_str());
-    let method = if known { req.method.as_str() } else { "_OTHER" };
+    let known = KNOWN_METHODS.iter().find(|m| **m == req.method);
+    let method: &'static str = known.copied().unwrap_or("_OTHER");
 
+    // Keys and the values from a fixed set are static: only what comes
+    // from the request or the socket is copied into the span.
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    let s = |v: &str| AttrValue::Str(v.to_string());
-    attrs.push(("http.request.method", s(method)));
-    if !known {
+    let st = |v: &'static str| AttrValue::Str(Cow::Borrowed(v));
+    let s = |v: &str| AttrValue::Str(Cow::Owned(v.to_owned()));
+    attrs.push(("http.request.method", st(method)));
+    if known.is_none() {
         attrs.push(("http.request.method_original", s(&req.method)));
     }
     attrs.push(("url.path", s(path)));
-    attrs.push(("url.scheme", s(if tls { "https" } else { "http" })));
+    attrs.push(("url.scheme", st(if tls { "https" } else { "http" })));
     attrs.push((
         "network.protocol.version",
-        s(if req.version_minor == 0 { "1.0" } else { "1.1" }),
+        st(if req.version_minor == 0 { "1.0" } else { "1.1" }),
     ));
     if let Some(resp) = &ex.response {
         attrs.push((
@@ -92,7 +99,7 @@ pub fn span_from_exchange(
         Some((h, _)) if !h.is_empty() => attrs.push(("server.address", s(h))),
         _ => {
             if let Some(ep) = server_ep {
-                attrs.push(("server.address", s(&ep.ip().to_string())));
+                attrs.push(("server.address", ip(ep)));
             }
         }
     }
@@ -100,17 +107,19 @@ pub fn span_from_exchange(
         attrs.push(("server.port", AttrValue::Int(port.into())));
     }
     if let Some(peer) = ends.remote {
+        // Formatted once: the client and the peer are the same address.
+        let peer_ip = ip(peer);
         if kind == SpanKind::Server {
-            attrs.push(("client.address", s(&peer.ip().to_string())));
+            attrs.push(("client.address", peer_ip.clone()));
             attrs.push(("client.port", AttrValue::Int(peer.port().into())));
         }
-        attrs.push(("network.peer.address", s(&peer.ip().to_string())));
+        attrs.push(("network.peer.address", peer_ip));
         attrs.push(("network.peer.port", AttrValue::Int(peer.port().into())));
     }
 
     let status = match (&ex.outcome, &ex.response) {
         (Outcome::Incomplete(reason), _) => {
-            attrs.push(("error.type", s(reason.as_str())));
+            attrs.push(("error.type", st(reason.as_str())));
             Status::Error(format!(
                 "connection ended before the response completed ({})",
                 reason.as_str()
@@ -125,7 +134,10 @@ pub fn span_from_exchange(
         _ => Status::Unset,
     };
 
-    let name = format!("{method} {}", route::template(path));
+    let mut name = String::with_capacity(method.len() + 1 + path.len() + 8);
+    name.push_str(method);
+    name.push(' ');
+    route::template_into(path, &mut name);
     let start = clock.to_unix_ns(ex.request_start);
     let end = clock.to_unix_ns(ex.response_end).max(start);
     Span {

@@ -4,7 +4,7 @@ pub mod assemble;
 pub mod context;
 pub mod route;
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use crate::process::ProcessInfo;
 
@@ -16,7 +16,9 @@ pub enum SpanKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttrValue {
-    Str(String),
+    /// Borrowed for values from a fixed set (methods, schemes, versions,
+    /// error types): no allocation per span for those.
+    Str(Cow<'static, str>),
     Int(i64),
 }
 
