@@ -442,8 +442,8 @@ fn emit(
         };
         if selector.server_port(server_port) {
             out.push(span_from_exchange(
-                &ex,
-                &ctx,
+                ex,
+                ctx,
                 c.ends,
                 c.tls,
                 c.process.clone(),
