@@ -77,6 +77,7 @@ fn span(sp: &Span) -> PSpan {
         .map(|(k, v)| match v {
             AttrValue::Str(v) => kv(k, s(v)),
             AttrValue::Int(i) => kv(k, any_value::Value::IntValue(*i)),
+            AttrValue::Ip(ip) => kv(k, s(&ip.to_string())),
         })
         .collect();
     // Always present: some OTLP/JSON consumers reject `"status": null`.

@@ -10,6 +10,8 @@
 //! and encoded by prost, once per batch. A unit test holds the bytes equal
 //! to prost's.
 
+use std::{io::Write as _, net::IpAddr};
+
 use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint};
 
 use super::otlp;
@@ -139,9 +141,16 @@ fn encode_span(sp: &Span, buf: &mut Vec<u8>) {
 /// `AnyValue` is always present, and its oneof field is written even when
 /// it holds a default (prost writes a set oneof whatever its value).
 fn encode_attribute(key: &str, v: &AttrValue, buf: &mut Vec<u8>) {
-    let any_len = match v {
-        AttrValue::Str(s) => 1 + encoded_len_varint(s.len() as u64) + s.len(),
-        AttrValue::Int(i) => 1 + encoded_len_varint(*i as u64),
+    let mut ip_text = [0u8; IP_TEXT_MAX];
+    let str_value = match v {
+        AttrValue::Str(s) => Some(s.as_bytes()),
+        AttrValue::Ip(ip) => Some(ip_str(*ip, &mut ip_text)),
+        AttrValue::Int(_) => None,
+    };
+    let any_len = match (str_value, v) {
+        (Some(s), _) => 1 + encoded_len_varint(s.len() as u64) + s.len(),
+        (None, AttrValue::Int(i)) => 1 + encoded_len_varint(*i as u64),
+        (None, _) => 0,
     };
     let key_len = if key.is_empty() {
         0
@@ -154,17 +163,31 @@ fn encode_attribute(key: &str, v: &AttrValue, buf: &mut Vec<u8>) {
     bytes_field(1, key.as_bytes(), buf);
     encode_key(2, WireType::LengthDelimited, buf);
     encode_varint(any_len as u64, buf);
-    match v {
-        AttrValue::Str(s) => {
+    match (str_value, v) {
+        (Some(s), _) => {
             encode_key(1, WireType::LengthDelimited, buf);
             encode_varint(s.len() as u64, buf);
-            buf.extend_from_slice(s.as_bytes());
+            buf.extend_from_slice(s);
         }
-        AttrValue::Int(i) => {
+        (None, AttrValue::Int(i)) => {
             encode_key(3, WireType::Varint, buf);
             encode_varint(*i as u64, buf);
         }
+        (None, _) => {}
     }
+}
+
+/// The longest text of an IP address
+/// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip`'s text, as `Display` writes it, in `out` (no allocation).
+fn ip_str(ip: IpAddr, out: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    let mut rest = &mut out[..];
+    // Cannot fail: the buffer holds the longest address.
+    let _ = write!(rest, "{ip}");
+    let len = IP_TEXT_MAX - rest.len();
+    &out[..len]
 }
 
 #[cfg(test)]

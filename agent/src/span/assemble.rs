@@ -46,10 +46,6 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-fn ip(ep: SocketAddr) -> AttrValue {
-    AttrValue::Str(Cow::Owned(ep.ip().to_string()))
-}
-
 /// `sub`, a slice of `owner`, as its own String: `owner`'s buffer when
 /// `sub` starts it (the usual origin-form target, a Host without
 /// brackets), so the span takes over the parser's allocation instead of
@@ -134,7 +130,7 @@ pub fn span_from_exchange(
         }
         _ => {
             if let Some(ep) = server_ep {
-                attrs.push(("server.address", ip(ep)));
+                attrs.push(("server.address", AttrValue::Ip(ep.ip())));
             }
         }
     }
@@ -142,8 +138,7 @@ pub fn span_from_exchange(
         attrs.push(("server.port", AttrValue::Int(port.into())));
     }
     if let Some(peer) = ends.remote {
-        // Formatted once: the client and the peer are the same address.
-        let peer_ip = ip(peer);
+        let peer_ip = AttrValue::Ip(peer.ip());
         if kind == SpanKind::Server {
             attrs.push(("client.address", peer_ip.clone()));
             attrs.push(("client.port", AttrValue::Int(peer.port().into())));
@@ -212,10 +207,7 @@ mod tests {
     fn substrings_move_or_copy_out_of_their_owner() {
         let sub = |owner: &str, part: fn(&str) -> &str| {
             let range = range_in(owner, part(owner));
-            match into_sub(owner.to_string(), range) {
-                AttrValue::Str(s) => s.into_owned(),
-                AttrValue::Int(_) => unreachable!(),
-            }
+            into_sub(owner.to_string(), range).to_string()
         };
         assert_eq!(sub("/a/b?x=1", split_target), "/a/b");
         assert_eq!(sub("http://h:1/p?q", split_target), "/p");

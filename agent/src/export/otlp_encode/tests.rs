@@ -34,6 +34,23 @@ fn bytes_equal_prosts_encoding_of_the_request() {
         ("", AttrValue::Int(0)),
         ("negative", AttrValue::Int(-1)),
         ("big", AttrValue::Str("a".repeat(300).into())),
+        ("v4", AttrValue::Ip([255, 255, 255, 255].into())),
+        (
+            "v6",
+            AttrValue::Ip(
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                    .parse()
+                    .unwrap(),
+            ),
+        ),
+        (
+            "v6 mapped",
+            AttrValue::Ip("::ffff:1.2.3.4".parse().unwrap()),
+        ),
+        (
+            "v6 long",
+            AttrValue::Ip("1111:2222:3333:4444:5555:6666:7777:8888".parse().unwrap()),
+        ),
     ];
     let mut error_without_message = span(p3, "GET /{id}");
     error_without_message.status = Status::Error(String::new());
