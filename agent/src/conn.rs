@@ -147,15 +147,12 @@ impl ConnTable {
     /// False when the process is not traced.
     fn ensure_conn(&mut self, h: &EventHeader, out: &mut Vec<Span>) -> bool {
         let key = (h.tgid, h.fd);
-        if let Some(c) = self.conns.get(&key)
-            && h.sk != 0
-            && c.sk != 0
-            && c.sk != h.sk
-        {
+        // One lookup on the usual path (the connection is there, same sock).
+        if let Some(c) = self.conns.get(&key) {
+            if h.sk == 0 || c.sk == 0 || c.sk == h.sk {
+                return true;
+            }
             self.close_conn(key, h.ts_enter_ns, out);
-        }
-        if self.conns.contains_key(&key) {
-            return true;
         }
         let Some(process) = self.process_selected(h.tgid) else {
             return false;
