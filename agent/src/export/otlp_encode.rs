@@ -26,6 +26,7 @@ pub struct RequestEncoder {
     spans: Vec<u8>,
     /// Batch indices grouped by process, in order of first appearance.
     order: Vec<usize>,
+    ip: IpText,
 }
 
 impl RequestEncoder {
@@ -54,7 +55,7 @@ impl RequestEncoder {
             encoding::message::encode(1, &scope, &mut self.spans);
             for &i in &self.order[start..] {
                 self.span.clear();
-                encode_span(&batch[i], &mut self.span);
+                encode_span(&batch[i], &mut self.ip, &mut self.span);
                 encode_key(2, WireType::LengthDelimited, &mut self.spans);
                 encode_varint(self.span.len() as u64, &mut self.spans);
                 self.spans.extend_from_slice(&self.span);
@@ -102,7 +103,7 @@ fn fixed64_field(tag: u32, v: u64, buf: &mut Vec<u8>) {
 /// `opentelemetry.proto.trace.v1.Span`, fields in the order prost writes
 /// them (its struct order: `flags`, tag 16, comes before `name`; we never
 /// set it, nor events, links or the dropped counts).
-fn encode_span(sp: &Span, buf: &mut Vec<u8>) {
+fn encode_span(sp: &Span, ip: &mut IpText, buf: &mut Vec<u8>) {
     bytes_field(1, &sp.trace_id, buf);
     bytes_field(2, &sp.span_id, buf);
     bytes_field(3, sp.trace_state.as_bytes(), buf);
@@ -116,7 +117,7 @@ fn encode_span(sp: &Span, buf: &mut Vec<u8>) {
     fixed64_field(7, sp.start_unix_ns, buf);
     fixed64_field(8, sp.end_unix_ns, buf);
     for (k, v) in &sp.attributes {
-        encode_attribute(k, v, buf);
+        encode_attribute(k, v, ip, buf);
     }
     // Status = 15, always present (see `otlp::span`): message = 2, code = 3.
     let (message, code) = match &sp.status {
@@ -140,11 +141,10 @@ fn encode_span(sp: &Span, buf: &mut Vec<u8>) {
 /// A `KeyValue` (key = 1, value = 2) in `Span.attributes` (= 9). The
 /// `AnyValue` is always present, and its oneof field is written even when
 /// it holds a default (prost writes a set oneof whatever its value).
-fn encode_attribute(key: &str, v: &AttrValue, buf: &mut Vec<u8>) {
-    let mut ip_text = [0u8; IP_TEXT_MAX];
+fn encode_attribute(key: &str, v: &AttrValue, ip_text: &mut IpText, buf: &mut Vec<u8>) {
     let str_value = match v {
         AttrValue::Str(s) => Some(s.as_bytes()),
-        AttrValue::Ip(ip) => Some(ip_str(*ip, &mut ip_text)),
+        AttrValue::Ip(ip) => Some(ip_text.get(*ip)),
         AttrValue::Int(_) => None,
     };
     let any_len = match (str_value, v) {
@@ -181,13 +181,36 @@ fn encode_attribute(key: &str, v: &AttrValue, buf: &mut Vec<u8>) {
 /// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
 const IP_TEXT_MAX: usize = 45;
 
-/// `ip`'s text, as `Display` writes it, in `out` (no allocation).
-fn ip_str(ip: IpAddr, out: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
-    let mut rest = &mut out[..];
-    // Cannot fail: the buffer holds the longest address.
-    let _ = write!(rest, "{ip}");
-    let len = IP_TEXT_MAX - rest.len();
-    &out[..len]
+/// The text of the last IP address encoded: a span's peer is two
+/// attributes, and consecutive spans mostly share their peers.
+struct IpText {
+    ip: Option<IpAddr>,
+    text: [u8; IP_TEXT_MAX],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            text: [0; IP_TEXT_MAX],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    /// `ip`'s text, as `Display` writes it (no allocation).
+    fn get(&mut self, ip: IpAddr) -> &[u8] {
+        if self.ip != Some(ip) {
+            let mut rest = &mut self.text[..];
+            // Cannot fail: the buffer holds the longest address.
+            let _ = write!(rest, "{ip}");
+            self.len = IP_TEXT_MAX - rest.len();
+            self.ip = Some(ip);
+        }
+        &self.text[..self.len]
+    }
 }
 
 #[cfg(test)]

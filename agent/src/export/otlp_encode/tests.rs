@@ -51,6 +51,9 @@ fn bytes_equal_prosts_encoding_of_the_request() {
             "v6 long",
             AttrValue::Ip("1111:2222:3333:4444:5555:6666:7777:8888".parse().unwrap()),
         ),
+        ("shorter", AttrValue::Ip("::1".parse().unwrap())),
+        ("shorter again", AttrValue::Ip("::1".parse().unwrap())),
+        ("v4 again", AttrValue::Ip([255, 255, 255, 255].into())),
     ];
     let mut error_without_message = span(p3, "GET /{id}");
     error_without_message.status = Status::Error(String::new());
