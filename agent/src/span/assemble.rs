@@ -90,8 +90,9 @@ pub fn span_from_exchange(
     route::template_into(path, &mut name);
     let path = range_in(&req.target, path);
 
-    // Keys and the values from a fixed set are static: only what comes
-    // from the request or the socket is copied into the span.
+    // Keys and the values from a fixed set are static; the request's own
+    // strings move in (see `into_sub`), addresses stay addresses: for a
+    // successful request the only new allocations are this Vec and the name.
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
     let st = |v: &'static str| AttrValue::Str(Cow::Borrowed(v));
     attrs.push(("http.request.method", st(method)));
