@@ -154,15 +154,12 @@ impl ConnTable {
     /// False when the process is not traced.
     fn ensure_conn(&mut self, h: &EventHeader, out: &mut Vec<Span>) -> bool {
         let key = (h.tgid, h.fd);
-        if let Some(c) = self.conns.get(&key)
-            && h.sk != 0
-            && c.sk != 0
-            && c.sk != h.sk
-        {
+        // One lookup on the usual path (the connection is there, same sock).
+        if let Some(c) = self.conns.get(&key) {
+            if h.sk == 0 || c.sk == 0 || c.sk == h.sk {
+                return true;
+            }
             self.close_conn(key, h.ts_enter_ns, out);
-        }
-        if self.conns.contains_key(&key) {
-            return true;
         }
         let Some(process) = self.process_selected(h.tgid) else {
             return false;
@@ -444,8 +441,8 @@ fn emit(
         };
         if selector.server_port(server_port) {
             out.push(span_from_exchange(
-                &ex,
-                &ctx,
+                ex,
+                ctx,
                 c.ends,
                 c.tls,
                 c.process.clone(),

@@ -70,5 +70,9 @@ counters! {
 }
 
 pub fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Relaxed);
+    // Most calls add nothing (the parser's per-feed deltas): skip the
+    // locked read-modify-write then.
+    if n != 0 {
+        c.fetch_add(n, Relaxed);
+    }
 }

@@ -137,7 +137,7 @@ fn pipelined_server_requests_pair_in_order() {
         assert_eq!(s.attr("server.port"), Some(&AttrValue::Int(8080)));
         assert_eq!(
             s.attr("client.address"),
-            Some(&AttrValue::Str("127.0.0.2".into()))
+            Some(&AttrValue::Ip([127, 0, 0, 2].into()))
         );
         assert!(s.end_unix_ns > s.start_unix_ns);
         assert_eq!(s.status, Status::Unset);

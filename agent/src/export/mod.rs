@@ -2,6 +2,7 @@
 //! lines; the OTLP exporter sends them to a collector over gRPC or HTTP.
 
 pub mod otlp;
+pub mod otlp_encode;
 pub mod otlp_exporter;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 
+pub(super) use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind as PKind, status::StatusCode,
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     resource::v1::Resource,
-    trace::v1::{
-        ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus, span::SpanKind as PKind,
-        status::StatusCode,
-    },
+    trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus},
 };
 
 use crate::{
@@ -36,7 +36,7 @@ fn s(v: &str) -> any_value::Value {
 /// OTEL_RESOURCE_ATTRIBUTES (it knows itself best), the agent's
 /// OTEL_RESOURCE_ATTRIBUTES (node- or cluster-wide facts), then what the
 /// agent detected. `ProcessInfo::service_name` already follows this order.
-fn resource(p: &ProcessInfo) -> Resource {
+pub(super) fn resource(p: &ProcessInfo) -> Resource {
     let mut attributes = vec![
         kv("service.name", s(&p.service_name)),
         kv("service.instance.id", s(&p.instance_id)),
@@ -77,6 +77,7 @@ fn span(sp: &Span) -> PSpan {
         .map(|(k, v)| match v {
             AttrValue::Str(v) => kv(k, s(v)),
             AttrValue::Int(i) => kv(k, any_value::Value::IntValue(*i)),
+            AttrValue::Ip(ip) => kv(k, s(&ip.to_string())),
         })
         .collect();
     // Always present: some OTLP/JSON consumers reject `"status": null`.
@@ -108,6 +109,15 @@ fn span(sp: &Span) -> PSpan {
     }
 }
 
+/// The instrumentation scope of every span: the agent.
+pub(super) fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "wirespan".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
+}
+
 /// Groups a batch by process into one request.
 pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
     let mut by_pid: HashMap<u32, usize> = HashMap::new();
@@ -117,11 +127,7 @@ pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
             out.push(ResourceSpans {
                 resource: Some(resource(&sp.process)),
                 scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "wirespan".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
+                    scope: Some(scope()),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -138,13 +144,14 @@ pub fn to_request(batch: &[Span]) -> ExportTraceServiceRequest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::process::ProcessInfo;
 
-    fn span(pid: u32, name: &str, status: Status) -> Span {
+    /// Also the spans of `otlp_encode`'s tests.
+    pub(in crate::export) fn span(pid: u32, name: &str, status: Status) -> Span {
         Span {
             trace_id: [0xab; 16],
             span_id: [0xcd; 8],

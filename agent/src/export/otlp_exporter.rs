@@ -11,7 +11,8 @@ use log::{debug, warn};
 use tokio::runtime::Runtime;
 
 use super::{
-    ExportError, Exporter, Health, ShutdownDeadline, otlp,
+    ExportError, Exporter, Health, ShutdownDeadline,
+    otlp_encode::RequestEncoder,
     otlp_grpc::{EncodedRequest, GrpcSetupError, GrpcTransport},
     otlp_http::{HttpSetupError, HttpTransport},
     retry::{self, Outcome, RetryPolicy},
@@ -50,6 +51,7 @@ struct Inner {
     stats: Arc<Stats>,
     health: Health,
     partial_warned: bool,
+    encoder: RequestEncoder,
 }
 
 impl OtlpExporter {
@@ -87,6 +89,7 @@ impl OtlpExporter {
                 stats,
                 health: Health::new(format!("OTLP export ({proto}) to {}", s.endpoint)),
                 partial_warned: false,
+                encoder: RequestEncoder::default(),
             },
         })
     }
@@ -123,7 +126,7 @@ impl Drop for OtlpExporter {
 impl Inner {
     async fn export(&mut self, batch: &[Span]) -> Result<(), ExportError> {
         let n = batch.len() as u64;
-        let req = otlp::to_request(batch);
+        let req = self.encoder.encode(batch);
         let Self {
             transport,
             policy,
@@ -142,7 +145,7 @@ impl Inner {
         };
         let outcome = match transport {
             Transport::Grpc(g) => {
-                let req = EncodedRequest::new(&req);
+                let req = EncodedRequest::from(req);
                 retry::run(
                     policy,
                     shutdown,
@@ -153,14 +156,13 @@ impl Inner {
                 .await
             }
             Transport::Http(h) => {
-                let body = match h.body(&req) {
+                let body = match h.body(req) {
                     Ok(b) => b,
                     Err(e) => {
                         add(&stats.spans_dropped_export_failed, n);
                         return Err(e.into());
                     }
                 };
-                drop(req);
                 retry::run(
                     policy,
                     shutdown,

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use http::{HeaderMap, uri::PathAndQuery};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::{
     DecodeError, Message,
     encoding::{DecodeContext, WireType, skip_field},
@@ -34,16 +32,17 @@ pub struct GrpcSetupError {
 const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// An `ExportTraceServiceRequest` encoded once per batch. gRPC needs an
-/// owned message per attempt, and cloning the request deep-copied every
-/// span's strings on every attempt, the first one included; these bytes
-/// clone by reference count. It only ever encodes: decoding skips fields.
+/// An `ExportTraceServiceRequest` encoded once per batch (by
+/// `otlp_encode`). gRPC needs an owned message per attempt, and cloning the
+/// request deep-copied every span's strings on every attempt, the first one
+/// included; these bytes clone by reference count. It only ever encodes:
+/// decoding skips fields.
 #[derive(Clone, Debug, Default)]
 pub struct EncodedRequest(Bytes);
 
-impl EncodedRequest {
-    pub fn new(req: &ExportTraceServiceRequest) -> Self {
-        Self(req.encode_to_vec().into())
+impl From<Vec<u8>> for EncodedRequest {
+    fn from(encoded: Vec<u8>) -> Self {
+        Self(encoded.into())
     }
 }
 

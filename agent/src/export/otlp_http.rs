@@ -7,9 +7,7 @@ use std::{
 };
 
 use flate2::{Compression as Level, write::GzEncoder};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::{
     StatusCode,
@@ -58,10 +56,9 @@ impl HttpTransport {
         })
     }
 
-    /// The request body, encoded (and compressed) once per batch so that
-    /// retries resend the same bytes.
-    pub fn body(&self, req: &ExportTraceServiceRequest) -> std::io::Result<bytes::Bytes> {
-        let raw = req.encode_to_vec();
+    /// The request body from the encoded request (`otlp_encode`),
+    /// compressed once per batch so that retries resend the same bytes.
+    pub fn body(&self, raw: Vec<u8>) -> std::io::Result<bytes::Bytes> {
         if !self.gzip {
             return Ok(raw.into());
         }
@@ -217,8 +214,9 @@ mod tests {
             ca_pem: None,
         };
         let t = HttpTransport::new(&s).unwrap();
-        let req = ExportTraceServiceRequest::default();
-        let body = t.body(&req).unwrap();
+        let req =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default();
+        let body = t.body(req.encode_to_vec()).unwrap();
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(&body[..])
             .read_to_end(&mut raw)

@@ -56,7 +56,7 @@ pub fn format_span(span: &Span, line: &mut String) {
     if let Some(AttrValue::Str(p)) = span.attr("url.path") {
         let _ = write!(line, " path={p}");
     }
-    if let (Some(AttrValue::Str(a)), Some(AttrValue::Int(p))) = (
+    if let (Some(a @ (AttrValue::Str(_) | AttrValue::Ip(_))), Some(AttrValue::Int(p))) = (
         span.attr("network.peer.address"),
         span.attr("network.peer.port"),
     ) {

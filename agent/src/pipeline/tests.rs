@@ -211,3 +211,17 @@ fn join_gives_up_at_its_limit() {
     assert!(!p.join(Instant::now() + Duration::from_millis(100)));
     assert!(t.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn polls_sooner_the_faster_a_batch_fills() {
+    let ms = Duration::from_millis;
+    // 10k spans/s, batches of 512: full in ~51 ms.
+    assert_eq!(poll_interval(50, 512, ms(5)), BATCH_POLL_MAX);
+    assert_eq!(poll_interval(450, 512, ms(45)), Duration::from_micros(6200));
+    // 100k spans/s: polled at the floor.
+    assert_eq!(poll_interval(500, 512, ms(5)), BATCH_POLL);
+    // Slow or just opened: the ceiling.
+    assert_eq!(poll_interval(1, 512, ms(0)), BATCH_POLL);
+    assert_eq!(poll_interval(1, 512, ms(5)), BATCH_POLL_MAX);
+    assert_eq!(poll_interval(512, 512, ms(5)), BATCH_POLL);
+}

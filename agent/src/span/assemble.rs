@@ -1,7 +1,7 @@
 //! Turns a paired HTTP/1 exchange into a span with the OpenTelemetry HTTP
 //! semantic conventions, following DESIGN.md's status rules.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, ops::Range, sync::Arc};
 
 use super::{AttrValue, Span, SpanKind, Status, route};
 use crate::{
@@ -46,9 +46,31 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// `sub`, a slice of `owner`, as its own String: `owner`'s buffer when
+/// `sub` starts it (the usual origin-form target, a Host without
+/// brackets), so the span takes over the parser's allocation instead of
+/// copying it; a copy otherwise.
+fn into_sub(mut owner: String, sub: Range<usize>) -> AttrValue {
+    let v = if sub.start == 0 {
+        owner.truncate(sub.end);
+        owner
+    } else {
+        owner.get(sub).unwrap_or_default().to_owned()
+    };
+    AttrValue::Str(Cow::Owned(v))
+}
+
+/// Where `sub`, a subslice of `owner`, lies in it.
+fn range_in(owner: &str, sub: &str) -> Range<usize> {
+    let start = (sub.as_ptr() as usize).wrapping_sub(owner.as_ptr() as usize);
+    start..start + sub.len()
+}
+
+/// Takes the exchange and the context by value: their strings move into
+/// the span.
 pub fn span_from_exchange(
-    ex: &Exchange,
-    ctx: &ReqCtx,
+    ex: Exchange,
+    ctx: ReqCtx,
     ends: Endpoints,
     tls: bool,
     process: Arc<ProcessInfo>,
@@ -58,22 +80,34 @@ pub fn span_from_exchange(
         Role::Server => SpanKind::Server,
         Role::Client => SpanKind::Client,
     };
-    let req = &ex.request;
+    let mut req = ex.request;
     let path = split_target(&req.target);
-    let known = KNOWN_METHODS.contains(&req.method.as_str());
-    let method = if known { req.method.as_str() } else { "_OTHER" };
+    let known = KNOWN_METHODS.iter().find(|m| **m == req.method);
+    let method: &'static str = known.copied().unwrap_or("_OTHER");
+    let mut name = String::with_capacity(method.len() + 1 + path.len() + 8);
+    name.push_str(method);
+    name.push(' ');
+    route::template_into(path, &mut name);
+    let path = range_in(&req.target, path);
 
+    // Keys and the values from a fixed set are static; the request's own
+    // strings move in (see `into_sub`), addresses stay addresses: for a
+    // successful request the only new allocations are this Vec and the name.
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    let s = |v: &str| AttrValue::Str(v.to_string());
-    attrs.push(("http.request.method", s(method)));
-    if !known {
-        attrs.push(("http.request.method_original", s(&req.method)));
+    let st = |v: &'static str| AttrValue::Str(Cow::Borrowed(v));
+    attrs.push(("http.request.method", st(method)));
+    if known.is_none() {
+        let original = std::mem::take(&mut req.method);
+        attrs.push((
+            "http.request.method_original",
+            AttrValue::Str(original.into()),
+        ));
     }
-    attrs.push(("url.path", s(path)));
-    attrs.push(("url.scheme", s(if tls { "https" } else { "http" })));
+    attrs.push(("url.path", into_sub(std::mem::take(&mut req.target), path)));
+    attrs.push(("url.scheme", st(if tls { "https" } else { "http" })));
     attrs.push((
         "network.protocol.version",
-        s(if req.version_minor == 0 { "1.0" } else { "1.1" }),
+        st(if req.version_minor == 0 { "1.0" } else { "1.1" }),
     ));
     if let Some(resp) = &ex.response {
         attrs.push((
@@ -81,18 +115,23 @@ pub fn span_from_exchange(
             AttrValue::Int(resp.status.into()),
         ));
     }
-    let host = req.host.as_deref().map(split_host);
+    let host = req.host.as_deref().map(|h| {
+        let (name, port) = split_host(h);
+        (range_in(h, name), port)
+    });
     // server.* names the server as the client addressed it (Host header),
     // falling back to the socket's server-side endpoint.
     let server_ep = match kind {
         SpanKind::Server => ends.local,
         SpanKind::Client => ends.remote,
     };
-    match host {
-        Some((h, _)) if !h.is_empty() => attrs.push(("server.address", s(h))),
+    match (req.host.take(), &host) {
+        (Some(h), Some((name, _))) if !name.is_empty() => {
+            attrs.push(("server.address", into_sub(h, name.clone())))
+        }
         _ => {
             if let Some(ep) = server_ep {
-                attrs.push(("server.address", s(&ep.ip().to_string())));
+                attrs.push(("server.address", AttrValue::Ip(ep.ip())));
             }
         }
     }
@@ -100,17 +139,18 @@ pub fn span_from_exchange(
         attrs.push(("server.port", AttrValue::Int(port.into())));
     }
     if let Some(peer) = ends.remote {
+        let peer_ip = AttrValue::Ip(peer.ip());
         if kind == SpanKind::Server {
-            attrs.push(("client.address", s(&peer.ip().to_string())));
+            attrs.push(("client.address", peer_ip.clone()));
             attrs.push(("client.port", AttrValue::Int(peer.port().into())));
         }
-        attrs.push(("network.peer.address", s(&peer.ip().to_string())));
+        attrs.push(("network.peer.address", peer_ip));
         attrs.push(("network.peer.port", AttrValue::Int(peer.port().into())));
     }
 
     let status = match (&ex.outcome, &ex.response) {
         (Outcome::Incomplete(reason), _) => {
-            attrs.push(("error.type", s(reason.as_str())));
+            attrs.push(("error.type", st(reason.as_str())));
             Status::Error(format!(
                 "connection ended before the response completed ({})",
                 reason.as_str()
@@ -119,20 +159,19 @@ pub fn span_from_exchange(
         (Outcome::Complete, Some(r))
             if r.status >= 500 || (kind == SpanKind::Client && r.status >= 400) =>
         {
-            attrs.push(("error.type", s(&r.status.to_string())));
+            attrs.push(("error.type", AttrValue::Str(r.status.to_string().into())));
             Status::Unset.error_for(r.status)
         }
         _ => Status::Unset,
     };
 
-    let name = format!("{method} {}", route::template(path));
     let start = clock.to_unix_ns(ex.request_start);
     let end = clock.to_unix_ns(ex.response_end).max(start);
     Span {
         trace_id: ctx.ctx.trace_id,
         span_id: ctx.ctx.span_id,
         parent_span_id: ctx.parent,
-        trace_state: ctx.tracestate.clone(),
+        trace_state: ctx.tracestate,
         name,
         kind,
         start_unix_ns: start,
@@ -163,5 +202,18 @@ mod tests {
         assert_eq!(split_host("example.com"), ("example.com", None));
         assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_host("::1"), ("::1", None));
+    }
+
+    #[test]
+    fn substrings_move_or_copy_out_of_their_owner() {
+        let sub = |owner: &str, part: fn(&str) -> &str| {
+            let range = range_in(owner, part(owner));
+            into_sub(owner.to_string(), range).to_string()
+        };
+        assert_eq!(sub("/a/b?x=1", split_target), "/a/b");
+        assert_eq!(sub("http://h:1/p?q", split_target), "/p");
+        assert_eq!(sub("example.com:8080", |h| split_host(h).0), "example.com");
+        assert_eq!(sub(" [::1]:80", |h| split_host(h).0), "::1");
+        assert_eq!(sub("", |h| split_host(h).0), "");
     }
 }

@@ -4,7 +4,7 @@ pub mod assemble;
 pub mod context;
 pub mod route;
 
-use std::sync::Arc;
+use std::{borrow::Cow, net::IpAddr, sync::Arc};
 
 use crate::process::ProcessInfo;
 
@@ -16,8 +16,24 @@ pub enum SpanKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttrValue {
-    Str(String),
+    /// Borrowed for values from a fixed set (methods, schemes, versions,
+    /// error types): no allocation per span for those.
+    Str(Cow<'static, str>),
     Int(i64),
+    /// An IP address, exported as its string: kept as the address so that
+    /// assembly allocates nothing for it (the peer's address is two
+    /// attributes of every server span).
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Str(s) => f.write_str(s),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,15 +19,21 @@ fn is_identifier(seg: &str) -> bool {
 }
 
 /// `/users/42/orders/9f1c...` -> `/users/{id}/orders/{id}`.
+#[cfg(test)]
 pub fn template(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
+    template_into(path, &mut out);
+    out
+}
+
+/// [`template`], appended to `out` (the span name, after its method).
+pub fn template_into(path: &str, out: &mut String) {
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
         out.push_str(if is_identifier(seg) { "{id}" } else { seg });
     }
-    out
 }
 
 #[cfg(test)]
