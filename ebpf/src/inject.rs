@@ -273,6 +273,15 @@ fn scan(ctx: &SkMsgContext) -> Option<usize> {
     if !copied {
         return None;
     }
+    // Zeros past the copy: the scan reads up to 13 bytes ahead, and stale
+    // bytes of an earlier message must not look like a `traceparent`.
+    // SAFETY: as above; the offset is masked into [1, SCAN] (n >= 4), so
+    // 16 bytes from it are inside the value.
+    unsafe {
+        let z = (*buf).b.as_mut_ptr().add(((n - 1) & (SCAN - 1)) + 1);
+        core::ptr::write_unaligned(z.cast::<u64>(), 0);
+        core::ptr::write_unaligned(z.add(8).cast::<u64>(), 0);
+    }
     // SAFETY: as above.
     let b = unsafe { &(*buf).b };
     match head(b, n) {
@@ -286,6 +295,10 @@ fn scan(ctx: &SkMsgContext) -> Option<usize> {
             return None;
         }
     }
+    // What each exit of `head` learned of `n` forgotten, so that what
+    // follows is verified once, not once per exit (5.10: "BPF program is
+    // too large. Processed 1000001 insn").
+    let n = launder(n)?;
     find_line_end(b, n)
 }
 
@@ -330,13 +343,15 @@ fn head(b: &[u8; SCAN + 16], n: usize) -> Head {
         if four == crlfcrlf {
             return Head::Clean;
         }
-        // Bytes past `n` are stale but in bounds; a match needs all 13
-        // inside the message.
-        if i + 13 <= n
-            && four & 0xff == u32::from(b'\n')
-            && read_u64(b, i + 1) | LOW8 == tracepar
-            && read_u32(b, i + 9) | LOW4 == ent
-        {
+        // Past `n` the bytes are zeros (see `scan`), which match nothing.
+        // One branch per step, not one per compared part: a path that
+        // matched a part and failed the next would leave the loop with
+        // different knowledge than the main path and go on alone (5.10:
+        // "BPF program is too large").
+        let miss = ((read_u64(b, i + 1) | LOW8) ^ tracepar)
+            | u64::from((read_u32(b, i + 9) | LOW4) ^ ent)
+            | u64::from((four & 0xff) ^ u32::from(b'\n'));
+        if miss == 0 {
             return Head::HasTraceparent;
         }
         i += 1;
