@@ -282,13 +282,14 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         exec_tx,
         stop_rx,
     ));
-    // Before "ready": whoever waits for it may signal at once, and the
-    // signal handler is only installed below.
+    // Before "ready": whoever waits for it may signal at once, and until
+    // the handlers are installed a signal kills the agent unflushed.
+    let mut signals = Signals::install()?;
     crate::memory::release_startup_heap();
     readiness.set_ready();
     eprintln!("wirespan: ready (tracing {})", describe_scope(&cli));
 
-    wait_for_signal().await?;
+    signals.recv().await;
     readiness.set_stopping();
     info!("stopping");
     let deadline = Instant::now() + export.shutdown_timeout;
@@ -311,7 +312,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         r = flushed => if !r.unwrap_or(false) {
             warn!("span outputs did not finish by the shutdown deadline; exiting anyway");
         },
-        _ = wait_for_signal() => warn!("second signal: exiting without waiting for the flush"),
+        _ = signals.recv() => warn!("second signal: exiting without waiting for the flush"),
     }
     if detach.await.is_err() {
         warn!("detaching the eBPF programs panicked");
@@ -428,15 +429,28 @@ fn describe_scope(cli: &Cli) -> String {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from [`Signals::install`] on.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        })
     }
-    Ok(())
+
+    /// The next SIGINT or SIGTERM (one that came since `install` counts).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }
 
 fn print_counters(stats: &Stats, kernel: &[(&'static str, u64)]) {

@@ -241,6 +241,21 @@ fn flushes_on(signal: libc::c_int, tag: &str) {
     );
 }
 
+/// A signal the moment "ready" is printed is a clean stop, not a kill:
+/// the handlers are installed before the line (a DaemonSet's probe or an
+/// operator may act on it at once). Once with each signal.
+#[test]
+fn signal_right_at_ready_is_a_clean_stop() {
+    if !env::require_ebpf() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        Agent::start_ready(&[])
+            .stop_with(signal)
+            .assert_clean_exit();
+    }
+}
+
 #[test]
 fn sigint_flushes_and_exits_0() {
     if !env::require_ebpf() {
