@@ -80,15 +80,10 @@ pub enum Found {
     Open,
 }
 
-/// `v`, stored in map memory and read back: the verifier keeps no bounds
-/// or value for what it loads from a map, so the paths that reach here
-/// with different knowledge of `v` become one state. Bounded again by the
-/// caller's masks and checks.
+/// [`crate::maps::forget`] through the scratch's stash.
 #[inline(always)]
 pub fn launder(s: &mut Scratch, v: usize) -> usize {
-    s.stash = v as u64;
-    // SAFETY: a plain read of our own map value.
-    (unsafe { core::ptr::read_volatile(&s.stash) }) as usize
+    crate::maps::forget(&mut s.stash, v)
 }
 
 /// A header name to search for, as the words `find` compares: its first

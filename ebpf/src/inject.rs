@@ -220,20 +220,14 @@ pub struct HeadBuf {
     stash: u64,
 }
 
-/// `v`, stored in map memory and read back: the verifier keeps nothing of
-/// what it loads from a map, so the paths that reach here with their own
-/// value of `v` (one per offset where a scan stopped) go on as one. The
-/// 5.10 verifier does not prune them otherwise and ran out of budget in
-/// the code after the scan ("BPF program is too large. Processed 1000001
-/// insn").
+/// [`crate::maps::forget`] through the head buffer's stash. Without it
+/// the 5.10 verifier ran out of budget after the scans, one path per
+/// offset where a scan stopped.
 #[inline(always)]
 fn launder(v: usize) -> Option<usize> {
     let buf = INJECT_HEAD.get_ptr_mut(0)?;
     // SAFETY: per-CPU value, ours while this program runs.
-    unsafe {
-        (*buf).stash = v as u64;
-        Some(core::ptr::read_volatile(&(*buf).stash) as usize)
-    }
+    Some(crate::maps::forget(unsafe { &mut (*buf).stash }, v))
 }
 
 #[map(name = "INJECT_HEAD")]

@@ -80,7 +80,7 @@ pub struct Scratch {
     pub ev: DataEvent,
     pub overflow: [u8; wirespan_common::config::MAX_CAPTURE],
     /// A value parked in map memory so that the verifier forgets what it
-    /// knew of it (see `inbound`).
+    /// knew of it (see [`forget`]).
     pub stash: u64,
     /// The inbound `traceparent` parsed by `inbound`: written here, in map
     /// memory, rather than on the stack, where the verifier would track
@@ -122,4 +122,19 @@ pub struct Inflight {
     /// 1 when the entry tracks connect().
     pub is_connect: u8,
     pub _pad: [u8; 2],
+}
+
+/// `v`, stored in map memory (`slot`) and read back: the verifier keeps no
+/// bounds or value for what it loads from a map, so the paths that reach
+/// here with different knowledge of `v` (one per exit of a scan loop, say)
+/// go on as one state, verified once instead of once per path ("BPF
+/// program is too large. Processed 1000001 insn"). Callers bound the
+/// result again with their masks and checks.
+#[inline(always)]
+pub fn forget(slot: &mut u64, v: usize) -> usize {
+    // SAFETY: plain accesses to a map value the caller holds exclusively.
+    unsafe {
+        core::ptr::write_volatile(slot, v as u64);
+        core::ptr::read_volatile(slot) as usize
+    }
 }
