@@ -1,8 +1,11 @@
 //! `saturation`: nginx at full speed under wrk (keep-alive, `--latency`),
-//! runs alternating without and with the agent (exporting over OTLP/gRPC
-//! to the receiver), `--runs` times each, so drift on a shared machine hits
-//! both sides alike. Reported: requests/s and wrk's p50/p99 latency, each
-//! as agent/none of the medians, and per pair.
+//! runs alternating without the agent, with the agent exporting over
+//! OTLP/gRPC to the receiver, and with the agent capturing only (`--print
+//! off`, no exporter), `--runs` times each, so drift on a shared machine
+//! hits every side alike. Reported: requests/s and wrk's p50/p99 latency,
+//! each as agent/none of the medians, and per round. The capture-only side
+//! separates what tracing costs from what exporting (the agent's encoding
+//! and the receiver, both on the same two CPUs as nginx and wrk) costs.
 
 use serde_json::{Value, json};
 
@@ -18,15 +21,37 @@ const NAME: &str = "saturation";
 /// A first wrk run whose figures are thrown away (nginx and the machine settle).
 const WARMUP_SECS: u64 = 2;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    None,
+    /// The agent exporting over OTLP/gRPC: the target's figure.
+    Otlp,
+    /// The agent with `--print off` and no exporter.
+    Capture,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::None => "none",
+            Side::Otlp => "agent",
+            Side::Capture => "capture-only",
+        }
+    }
+}
+
 struct Run {
     index: u32,
-    agent: bool,
+    side: Side,
     rps: f64,
     requests: u64,
     latency: Latency,
     nginx_cpu: f64,
     exit: Option<agent::Exit>,
     agent_cpu: Option<f64>,
+    /// The receiver's CPU over the run: it shares the two CPUs with nginx
+    /// and wrk, so its cost is in the ratio too.
+    receiver_cpu: Option<f64>,
     peak_rss_kib: Option<u64>,
 }
 
@@ -56,31 +81,37 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     let mut all: Vec<Run> = Vec::new();
     let mut problems = Vec::new();
     for index in 1..=runs {
-        for with_agent in [false, true] {
+        for side in [Side::None, Side::Otlp, Side::Capture] {
             cx.check_time(&format!("{NAME} run {index}"))?;
             section(&format!(
                 "bench: {NAME} run {index}/{runs}, {} s, {}",
                 length.as_secs(),
-                if with_agent {
-                    "agent (OTLP)"
-                } else {
-                    "no agent"
+                match side {
+                    Side::None => "no agent",
+                    Side::Otlp => "agent (OTLP)",
+                    Side::Capture => "agent (capture only, --print off)",
                 }
             ));
-            let started = if with_agent {
-                let cmd = agent::traced(cx.bin, cx.nginx_pid, Some(cx.receiver), cx.args);
-                Some(agent::start(cx.guard, cmd)?)
-            } else {
+            let receiver = (side == Side::Otlp).then_some(cx.receiver);
+            let started = if side == Side::None {
                 None
+            } else {
+                let cmd = agent::traced(cx.bin, cx.nginx_pid, receiver, cx.args);
+                Some(agent::start(cx.guard, cmd)?)
             };
             let cpu_before = started
                 .as_ref()
                 .and_then(|(pid, _)| super::procs::cpu_seconds(*pid));
+            let receiver_before = super::procs::cpu_seconds(cx.receiver.pid);
             let (wrk, latency) = timed::wrk_for(cx.guard, cx.nginx_pid, &url, &shape, length)?;
-            let (mut exit, mut agent_cpu, mut peak) = (None, None, None);
+            let (mut exit, mut agent_cpu, mut peak, mut receiver_cpu) = (None, None, None, None);
             if let Some((pid, lines)) = started {
                 let cpu = timed::cpu_when_settled(pid, timed::SETTLE_MAX);
                 agent_cpu = cpu_before.map(|b| cpu - b);
+                if side == Side::Otlp {
+                    let r = timed::cpu_when_settled(cx.receiver.pid, timed::SETTLE_MAX);
+                    receiver_cpu = receiver_before.map(|b| r - b);
+                }
                 peak = super::procs::status_kib(pid, "VmHWM");
                 let e = agent::stop(cx.guard, pid, &lines)?;
                 problems.extend(e.problem(&format!("{NAME} run {index}")));
@@ -92,78 +123,120 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                     wrk.non_2xx
                 ));
             }
+            let secs = |v: Option<f64>| fmt(v, |v| format!("{v:.2} s"));
             note(format!(
-                "{} requests, {:.0} req/s, {}",
+                "{} requests, {:.0} req/s, {}; CPU: nginx {:.2} s, agent {}, receiver {}",
                 wrk.requests,
                 wrk.rps,
-                latency.text()
+                latency.text(),
+                wrk.nginx_cpu,
+                secs(agent_cpu),
+                secs(receiver_cpu)
             ));
             all.push(Run {
                 index,
-                agent: with_agent,
+                side,
                 rps: wrk.rps,
                 requests: wrk.requests,
                 latency,
                 nginx_cpu: wrk.nginx_cpu,
                 exit,
                 agent_cpu,
+                receiver_cpu,
                 peak_rss_kib: peak,
             });
         }
     }
 
-    let med = |agent: bool, f: &dyn Fn(&Run) -> Option<f64>| {
+    let med = |side: Side, f: &dyn Fn(&Run) -> Option<f64>| {
         median(
             all.iter()
-                .filter(|r| r.agent == agent)
+                .filter(|r| r.side == side)
                 .filter_map(f)
                 .collect(),
         )
     };
-    let ratio = |f: &dyn Fn(&Run) -> Option<f64>| Some(med(true, f)? / med(false, f)?);
-    let throughput = ratio(&|r| Some(r.rps));
+    let ratio_of =
+        |side: Side, f: &dyn Fn(&Run) -> Option<f64>| Some(med(side, f)? / med(Side::None, f)?);
+    let ratio = |f: &dyn Fn(&Run) -> Option<f64>| ratio_of(Side::Otlp, f);
+    let rps = |r: &Run| Some(r.rps);
+    let throughput = ratio(&rps);
+    let capture_throughput = ratio_of(Side::Capture, &rps);
     let p50_ms = |r: &Run| r.latency.p50_ms();
     let p99_ms = |r: &Run| r.latency.p99_ms();
     let p50 = ratio(&p50_ms);
     let p99 = ratio(&p99_ms);
-    let pairs: Vec<f64> = all
-        .iter()
-        .filter(|a| a.agent)
-        .filter_map(|a| {
-            let b = all.iter().find(|b| !b.agent && b.index == a.index)?;
-            (b.rps > 0.0).then(|| a.rps / b.rps)
+    // Each side's run against the no-agent run of the same round.
+    let pairs_of = |side: Side| -> Vec<f64> {
+        all.iter()
+            .filter(|a| a.side == side)
+            .filter_map(|a| {
+                let b = all
+                    .iter()
+                    .find(|b| b.side == Side::None && b.index == a.index)?;
+                (b.rps > 0.0).then(|| a.rps / b.rps)
+            })
+            .collect()
+    };
+    let pairs = pairs_of(Side::Otlp);
+    let capture_pairs = pairs_of(Side::Capture);
+    let cpu_per_request = |side: Side, cpu: &dyn Fn(&Run) -> Option<f64>| {
+        med(side, &|r| {
+            let c = cpu(r)?;
+            (r.requests > 0).then(|| c * 1e6 / r.requests as f64)
         })
-        .collect();
+    };
+    let nginx_us = |side| cpu_per_request(side, &|r| Some(r.nginx_cpu));
+    let agent_us = |side| cpu_per_request(side, &|r| r.agent_cpu);
+    let receiver_us = cpu_per_request(Side::Otlp, &|r| r.receiver_cpu);
     let figures = json!({
         "seconds_per_run": length.as_secs(),
         "runs_per_side": runs,
-        "order": "alternating, no agent first",
+        "order": "no agent, agent (OTLP), agent (capture only), repeated",
         "wrk_threads": cx.args.threads,
         "wrk_connections": cx.args.connections,
         "warmup_requests_per_sec": warm.rps,
         "agent": "--pid <nginx>, OTLP/gRPC to the local receiver",
-        "none_requests_per_sec_median": med(false, &|r| Some(r.rps)),
-        "agent_requests_per_sec_median": med(true, &|r| Some(r.rps)),
+        "none_requests_per_sec_median": med(Side::None, &rps),
+        "agent_requests_per_sec_median": med(Side::Otlp, &rps),
+        "capture_requests_per_sec_median": med(Side::Capture, &rps),
         "throughput_ratio": throughput,
         "pair_throughput_ratios": pairs,
+        "capture_throughput_ratio": capture_throughput,
+        "capture_pair_throughput_ratios": capture_pairs,
+        "cpu_us_per_request_median": {
+            "nginx_none": nginx_us(Side::None),
+            "nginx_agent": nginx_us(Side::Otlp),
+            "nginx_capture": nginx_us(Side::Capture),
+            "agent_otlp": agent_us(Side::Otlp),
+            "agent_capture": agent_us(Side::Capture),
+            "receiver": receiver_us,
+        },
         "latency_p50_ratio": p50,
         "latency_p99_ratio": p99,
-        "none_latency_p50_ms_median": med(false, &p50_ms),
-        "none_latency_p99_ms_median": med(false, &p99_ms),
-        "agent_latency_p50_ms_median": med(true, &p50_ms),
-        "agent_latency_p99_ms_median": med(true, &p99_ms),
+        "none_latency_p50_ms_median": med(Side::None, &p50_ms),
+        "none_latency_p99_ms_median": med(Side::None, &p99_ms),
+        "agent_latency_p50_ms_median": med(Side::Otlp, &p50_ms),
+        "agent_latency_p99_ms_median": med(Side::Otlp, &p99_ms),
         "runs": all.iter().map(run_json).collect::<Vec<_>>(),
     });
     let x = |v: Option<f64>| fmt(v, |v| format!("{v:.3}"));
+    let us = |v: Option<f64>| fmt(v, |v| format!("{v:.1}"));
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     // One latency percentile: agent/none of the medians, the medians beside.
     let latency_row = |which: &str, ms: &dyn Fn(&Run) -> Option<f64>, ratio: Option<f64>| {
-        let median_ms = |agent| fmt(med(agent, ms), |v| format!("{v:.3} ms"));
+        let median_ms = |side| fmt(med(side, ms), |v| format!("{v:.3} ms"));
         Row::new(
             NAME,
             format!(
                 "{which} latency agent/none ({} / {})",
-                median_ms(true),
-                median_ms(false)
+                median_ms(Side::Otlp),
+                median_ms(Side::None)
             ),
             x(ratio),
             "—",
@@ -174,16 +247,37 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
             NAME,
             format!(
                 "throughput agent/none (median req/s: {} / {}; per pair {})",
-                fmt(med(true, &|r| Some(r.rps)), |v| format!("{v:.0}")),
-                fmt(med(false, &|r| Some(r.rps)), |v| format!("{v:.0}")),
-                pairs
-                    .iter()
-                    .map(|r| format!("{r:.3}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                fmt(med(Side::Otlp, &rps), |v| format!("{v:.0}")),
+                fmt(med(Side::None, &rps), |v| format!("{v:.0}")),
+                list(&pairs)
             ),
             x(throughput),
             "≥ 0.95 (goal 0.98)",
+        ),
+        Row::new(
+            NAME,
+            format!(
+                "throughput capture-only/none, no exporter (median req/s: {}; per round {})",
+                fmt(med(Side::Capture, &rps), |v| format!("{v:.0}")),
+                list(&capture_pairs)
+            ),
+            x(capture_throughput),
+            "—",
+        ),
+        Row::new(
+            NAME,
+            format!(
+                "nginx CPU µs per request added by the probes (they run in its syscalls): none {}, with agent {}; the agent's own µs per request: OTLP {}, capture-only {}; the receiver's {}",
+                us(nginx_us(Side::None)),
+                us(nginx_us(Side::Otlp)),
+                us(agent_us(Side::Otlp)),
+                us(agent_us(Side::Capture)),
+                us(receiver_us)
+            ),
+            us(nginx_us(Side::Otlp)
+                .zip(nginx_us(Side::None))
+                .map(|(a, b)| a - b)),
+            "—",
         ),
         latency_row("p50", &p50_ms, p50),
         latency_row("p99", &p99_ms, p99),
@@ -208,13 +302,14 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
 fn run_json(r: &Run) -> Value {
     json!({
         "run": r.index,
-        "side": if r.agent { "agent" } else { "none" },
+        "side": r.side.name(),
         "requests": r.requests,
         "requests_per_sec": r.rps,
         "latency_p50_ms": r.latency.p50_ms(),
         "latency_p99_ms": r.latency.p99_ms(),
         "nginx_cpu_seconds": r.nginx_cpu,
         "agent_cpu_seconds": r.agent_cpu,
+        "receiver_cpu_seconds": r.receiver_cpu,
         "agent_peak_rss_kib": r.peak_rss_kib,
         "spans_emitted": r.exit.as_ref().map(|e| e.counter("spans_emitted")),
         "spans_exported": r.exit.as_ref().map(|e| e.counter("spans_exported")),
