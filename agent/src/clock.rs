@@ -17,6 +17,11 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+/// CLOCK_MONOTONIC now, the clock of the kernel's event timestamps.
+pub fn monotonic_now_ns() -> u64 {
+    now_ns(libc::CLOCK_MONOTONIC).clamp(0, u64::MAX as i128) as u64
+}
+
 impl BootClock {
     /// Measures the offset, keeping the sample with the tightest bracket
     /// of monotonic reads around the realtime read.

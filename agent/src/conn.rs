@@ -2,7 +2,10 @@
 //! Kernel events come in, keyed by (tgid, fd); HTTP/1 exchanges go to the
 //! parser of that connection; finished exchanges come out as spans.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use wirespan_common::event::{
     Direction, EventHeader, EventKind, FLAG_TLS,
@@ -10,10 +13,11 @@ use wirespan_common::event::{
 };
 
 use crate::{
-    clock::BootClock,
+    clock::{BootClock, monotonic_now_ns},
+    kernel_filter::{KernelFilter, Mute},
     link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
-    protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
+    protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role, cannot_start_stream},
     select::Selector,
     span::context::parse_inbound,
     span::{
@@ -28,6 +32,10 @@ mod started;
 use started::Started;
 
 type Key = (u32, i32);
+
+/// Connections remembered between their accept/connect and their first
+/// bytes at most.
+const MAX_BEGAN: usize = 65536;
 
 /// One connection's state. The table holds it boxed: the table's slots
 /// (a power of two, at most 7/8 full) then cost a pointer each rather than
@@ -51,6 +59,13 @@ struct Conn {
     /// The kernel's context for the next server request read on this
     /// connection (TCP option propagation; see `EventKind::ServerContext`).
     server_kctx: Option<KernelContext>,
+    /// What the kernel was told to stop sending, and when (CLOCK_MONOTONIC
+    /// ns): an event of that kind that started later means the kernel
+    /// forgot (its LRU entry went), and it is told again.
+    muted: Option<(Mute, u64)>,
+    /// The agent saw the connection begin (accept or connect) and none of
+    /// its bytes yet: the first ones are the protocol's first.
+    fresh: bool,
 }
 
 pub struct ConnTable {
@@ -67,6 +82,11 @@ pub struct ConnTable {
     linker: Linker,
     /// The linker's tallies as last published into `stats`.
     link_published: [u64; 3],
+    /// Where judgements go to the kernel (none in unit tests).
+    filter: Option<Box<dyn KernelFilter>>,
+    /// Connections accepted or connected under the agent, until their
+    /// first bytes (see `Conn::fresh`).
+    began: HashSet<Key>,
 }
 
 impl ConnTable {
@@ -93,7 +113,16 @@ impl ConnTable {
             exchanges: Vec::new(),
             linker,
             link_published: [0; 3],
+            filter: None,
+            began: HashSet::new(),
         }
+    }
+
+    /// Hands the table's judgements (untraced processes, muted
+    /// connections) to the kernel, so that their syscalls stop costing.
+    pub fn with_kernel_filter(mut self, filter: Box<dyn KernelFilter>) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -115,8 +144,18 @@ impl ConnTable {
             }
             // A fresh connection on this fd: whatever we held for it is
             // over (its close() was missed, e.g. dup2 or fd passing).
-            EventKind::Accept | EventKind::Connect | EventKind::Close => {
+            EventKind::Accept | EventKind::Connect => {
                 self.close_conn((h.tgid, h.fd), h.ts_exit_ns, out);
+                if self.began.len() >= MAX_BEGAN {
+                    // Connections that never sent a byte: forget them (their
+                    // first bytes then mute nothing, which is only slower).
+                    self.began.clear();
+                }
+                self.began.insert((h.tgid, h.fd));
+            }
+            EventKind::Close => {
+                self.close_conn((h.tgid, h.fd), h.ts_exit_ns, out);
+                self.began.remove(&(h.tgid, h.fd));
             }
             EventKind::ProcessExit => {
                 let keys: Vec<Key> = self
@@ -178,6 +217,8 @@ impl ConnTable {
             intent: None,
             tls: false,
             server_kctx: None,
+            muted: None,
+            fresh: self.began.remove(&key),
         });
         self.conns.insert(key, c);
         true
@@ -222,6 +263,14 @@ impl ConnTable {
                 }
                 let s = self.selector.process(&info);
                 self.selected.insert(tgid, s);
+                if !s && let Some(f) = &mut self.filter {
+                    let counter = if f.untrace_process(tgid) {
+                        &self.stats.processes_untraced
+                    } else {
+                        &self.stats.kernel_filter_refused
+                    };
+                    add(counter, 1);
+                }
                 s
             }
         };
@@ -259,6 +308,14 @@ impl ConnTable {
             );
         }
         let tls_bytes = h.flags & FLAG_TLS != 0;
+        if let Some((m, _)) = c.muted
+            && (m == Mute::All || !tls_bytes)
+        {
+            // Sent before the kernel was told, or the kernel forgot (then
+            // it is told again).
+            mute(c, h, m, &mut self.filter, &self.stats);
+            return;
+        }
         if tls_bytes && !c.tls {
             // From now on the socket's bytes are ciphertext. Whatever the
             // parser saw of them (a handshake) was not HTTP.
@@ -266,10 +323,20 @@ impl ConnTable {
             c.http = Http1Conn::new(self.limits);
             add(&self.stats.tls_connections, 1);
         } else if c.tls && !tls_bytes {
+            // Ciphertext outside the TLS library's calls (a handshake, a
+            // renegotiation): the kernel need not send it.
+            mute(c, h, Mute::Socket, &mut self.filter, &self.stats);
             return;
         }
         if c.http.is_opaque() {
+            mute(c, h, opaque_mute(c), &mut self.filter, &self.stats);
             return;
+        }
+        if std::mem::take(&mut c.fresh) && !tls_bytes && cannot_start_stream(d.payload) {
+            // The first bytes of a connection we saw begin, and not HTTP/1:
+            // none of its socket bytes will be. (Its TLS plaintext may be:
+            // these bytes may be a handshake.)
+            mute(c, h, Mute::Socket, &mut self.filter, &self.stats);
         }
         // Reads: the first byte is there when the syscall returns. Writes:
         // the first byte leaves when the syscall starts.
@@ -289,6 +356,13 @@ impl ConnTable {
             &mut self.exchanges,
         );
         count_parser(&self.stats, before, c.http.counters());
+        if c.http.is_opaque() {
+            mute(c, h, opaque_mute(c), &mut self.filter, &self.stats);
+        } else if !self.selector.server_port(server_port(c, c.http.role())) {
+            // `--open-ports` leaves the connection out: its spans would be
+            // dropped at `emit`, its bytes need not come at all.
+            mute(c, h, Mute::All, &mut self.filter, &self.stats);
+        }
         assign_contexts(c, seq0, h.tid, &self.exchanges, &mut self.linker);
         if !self.exchanges.is_empty() {
             emit(
@@ -435,11 +509,7 @@ fn emit(
             Role::Server => linker.server_done(c.process.pid, tid, &ctx.ctx),
             Role::Client => linker.client_done(c.ends, &ctx.ctx),
         }
-        let server_port = match ex.role {
-            Role::Server => c.ends.local.map(|a| a.port()),
-            Role::Client => c.ends.remote.map(|a| a.port()),
-        };
-        if selector.server_port(server_port) {
+        if selector.server_port(server_port(c, Some(ex.role))) {
             out.push(span_from_exchange(
                 ex,
                 ctx,
@@ -449,6 +519,57 @@ fn emit(
                 clock,
             ));
         }
+    }
+}
+
+/// The connection's server-side port, for `--open-ports`: ours when we
+/// serve, the peer's when we call. None until both role and address are
+/// known.
+fn server_port(c: &Conn, role: Option<Role>) -> Option<u16> {
+    match role? {
+        Role::Server => c.ends.local.map(|a| a.port()),
+        Role::Client => c.ends.remote.map(|a| a.port()),
+    }
+}
+
+/// A connection whose bytes are not HTTP: its socket's payload is of no
+/// use. Its TLS plaintext too once that was seen; before, the bytes may be
+/// a TLS handshake whose plaintext is yet to come.
+fn opaque_mute(c: &Conn) -> Mute {
+    if c.tls { Mute::All } else { Mute::Socket }
+}
+
+/// Tells the kernel to stop sending what `mute` says for `c`, the
+/// connection of event `h`: once, and again only when an event of that
+/// kind started after the last time (the kernel forgot).
+fn mute(
+    c: &mut Conn,
+    h: &EventHeader,
+    mute: Mute,
+    filter: &mut Option<Box<dyn KernelFilter>>,
+    stats: &Stats,
+) {
+    let Some(f) = filter else {
+        return;
+    };
+    if h.sk == 0 {
+        return;
+    }
+    let mute = match c.muted {
+        Some((done, at)) if done == mute || done == Mute::All => {
+            if h.ts_enter_ns <= at {
+                return; // sent before the kernel was told
+            }
+            done
+        }
+        _ => mute,
+    };
+    let first = c.muted.is_none();
+    c.muted = Some((mute, monotonic_now_ns()));
+    if !f.mute(h.tgid, h.fd, h.sk, mute) {
+        add(&stats.kernel_filter_refused, 1);
+    } else if first {
+        add(&stats.conns_muted, 1);
     }
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod export;
 pub mod kernel_counters;
+pub mod kernel_filter;
 pub mod link;
 pub mod loader;
 pub mod memory;

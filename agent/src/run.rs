@@ -28,6 +28,7 @@ use crate::{
     conn::ConnTable,
     export::{Exporter, JsonLines, otlp_exporter::OtlpExporter, text::TextLines},
     kernel_counters::KernelCounters,
+    kernel_filter::KernelMaps,
     link::{Linker, ThreadTraceSink},
     loader,
     metrics::{self, Readiness},
@@ -201,6 +202,8 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         fdtable,
         classifier: classifier as u32,
         propagation,
+        untraced_filter: u32::from(cli.exe_path.is_some()),
+        _pad: 0,
     };
     let mut ebpf = loader::load(&kcfg, &cli.pids, cli.ring_buffer_bytes)?;
     if let (Some(ports), Some(dir)) = (&cli.inject_traceparent, &cgroup) {
@@ -238,6 +241,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     // Read by scrapes while capture runs and for the exit line, while the
     // TLS attacher owns the rest of the object.
     let kernel_counters = Arc::new(KernelCounters::take(&mut ebpf)?);
+    let kernel_filter = KernelMaps::take(&mut ebpf, kcfg.untraced_filter != 0)?;
     let mut tls = TlsAttacher::new(&cli.pids);
     tls.load(&mut ebpf);
     tls.scan_all(&mut ebpf);
@@ -265,7 +269,8 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         cli.max_connections as usize,
         stats.clone(),
         linker,
-    );
+    )
+    .with_kernel_filter(Box::new(kernel_filter));
 
     process::set_agent_resource_attributes(export.resource_attributes.clone());
     let (tx, pipeline) = Pipeline::start(exporter(&cli, &export, &stats), stats.clone())

@@ -67,6 +67,9 @@ counters! {
     traceparents_invalid: "inbound traceparent headers rejected by the W3C rules (a new trace was started)",
     trace_option_mismatches: "client requests whose TCP-option trace differed from the trace their thread serves (the request left before the agent decided the thread's trace)",
     trace_link_resets: "times the linker's bounded thread or peer maps were cleared",
+    conns_muted: "connections the kernel was told to stop sending payload of (not HTTP, TLS ciphertext, or outside --open-ports)",
+    processes_untraced: "processes the kernel was told to stop tracing (left out by --exe-path)",
+    kernel_filter_refused: "mutes and process exclusions the kernel maps refused (full): those keep costing CPU, no span is lost",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

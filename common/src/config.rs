@@ -134,6 +134,11 @@ pub struct KernelConfig {
     pub classifier: u32,
     /// `PROPAGATE_*` bits: how trace context crosses the wire.
     pub propagation: u32,
+    /// Non-zero when the agent selects processes by something the kernel
+    /// cannot see (`--exe-path`): tgids in the `UNTRACED_PIDS` map, which
+    /// the agent fills as it judges them, are not traced.
+    pub untraced_filter: u32,
+    pub _pad: u32,
 }
 
 /// Trace context travels in a TCP header option (sock_ops): client

@@ -319,13 +319,16 @@ pub enum Counter {
     /// Inbound `tracestate` not propagated: over 512 bytes, in several
     /// header lines, or with bytes outside printable ASCII.
     TracestateDropped = 16,
+    /// Syscalls whose payload was not sent because the agent muted their
+    /// connection (not HTTP, or outside `--open-ports`).
+    PayloadsMuted = 17,
 }
 
 /// Number of [`Counter`] slots.
 pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::RingbufFull,
         Counter::InflightFull,
         Counter::PayloadReadFailed,
@@ -343,6 +346,7 @@ impl Counter {
         Counter::HeaderSockhashFull,
         Counter::TracestateInjected,
         Counter::TracestateDropped,
+        Counter::PayloadsMuted,
     ];
 
     /// What the counter counts (the metric's HELP text).
@@ -387,6 +391,9 @@ impl Counter {
             Counter::TracestateDropped => {
                 "inbound tracestate values not propagated (over 512 bytes, several lines, or not printable ASCII)"
             }
+            Counter::PayloadsMuted => {
+                "socket syscalls whose payload was not sent: their connection is muted (not HTTP, or outside --open-ports)"
+            }
         }
     }
 
@@ -409,6 +416,7 @@ impl Counter {
             Counter::HeaderSockhashFull => "traceparent_sockhash_full",
             Counter::TracestateInjected => "tracestate_injected",
             Counter::TracestateDropped => "tracestate_dropped",
+            Counter::PayloadsMuted => "payloads_muted",
         }
     }
 }

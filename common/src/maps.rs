@@ -13,7 +13,23 @@ pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
 /// Syscalls in flight at once (one entry per thread inside a hooked syscall).
 pub const INFLIGHT_ENTRIES: u32 = 16 * 1024;
 /// Socket fds known to be TCP sockets, so close() is reported for them only.
+pub const SOCKET_FDS: &str = "SOCKET_FDS";
 pub const SOCKET_FDS_ENTRIES: u32 = 64 * 1024;
+/// Low bits of a SOCKET_FDS value (a `struct sock` address, so at least
+/// 8-aligned) set by the agent once it will not trace the connection:
+/// [`SOCKET_MUTED`] stops the socket syscalls' payloads, [`SOCKET_MUTED_TLS`]
+/// the TLS library's plaintext too. Separate because a TLS connection's
+/// handshake looks like non-HTTP bytes before its plaintext starts.
+pub const SOCKET_MUTED: u64 = 1;
+pub const SOCKET_MUTED_TLS: u64 = 2;
+pub const SOCKET_MUTE_BITS: u64 = SOCKET_MUTED | SOCKET_MUTED_TLS;
+
+/// tgids the agent decided not to trace (`--exe-path`), when
+/// `untraced_filter` is set: their syscalls end at one lookup. The kernel
+/// drops a tgid's entry when it execs or exits (its next image, or the
+/// next process with its number, is judged afresh).
+pub const UNTRACED_PIDS: &str = "UNTRACED_PIDS";
+pub const UNTRACED_PIDS_ENTRIES: u32 = 16 * 1024;
 
 /// tgids selected with `--pid` (value unused), when `pid_filter` is set.
 pub const SELECTED_PIDS: &str = "SELECTED_PIDS";

@@ -3,7 +3,7 @@
 use aya_ebpf::Global;
 use wirespan_common::config::{FdTableOffsets, KernelConfig, SockOffsets};
 
-use crate::maps::SELECTED_PIDS;
+use crate::maps::{SELECTED_PIDS, UNTRACED_PIDS};
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
@@ -15,6 +15,8 @@ static CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     fdtable: FdTableOffsets::UNKNOWN,
     classifier: 0,
     propagation: 0,
+    untraced_filter: 0,
+    _pad: 0,
 });
 
 #[inline(always)]
@@ -22,11 +24,30 @@ pub fn get() -> KernelConfig {
     CONFIG.load()
 }
 
-/// True when the calling process must not be traced: the agent itself, or
-/// a process outside `--pid` when that was given.
+/// True when the calling process must not be traced: the agent itself, a
+/// process outside `--pid` when that was given, or one the agent judged
+/// untraced (see [`unselected`]).
 #[inline(always)]
 pub fn ignored(tgid: u32) -> bool {
     let cfg = get();
     // SAFETY: presence test only.
+    unselected(tgid) || (cfg.untraced_filter != 0 && unsafe { UNTRACED_PIDS.get(tgid) }.is_some())
+}
+
+/// [`ignored`] without the agent's own judgements: the processes whose exec
+/// and exit the agent must still hear of, since it judged them by their
+/// image and their pid may come back as another process.
+#[inline(always)]
+pub fn unselected(tgid: u32) -> bool {
+    let cfg = get();
+    // SAFETY: presence test only.
     tgid == cfg.agent_tgid || (cfg.pid_filter != 0 && unsafe { SELECTED_PIDS.get(tgid) }.is_none())
+}
+
+/// The process `tgid` execs or exits: a judgement of it is void.
+#[inline(always)]
+pub fn forget_judgement(tgid: u32) {
+    if get().untraced_filter != 0 {
+        let _ = UNTRACED_PIDS.remove(tgid);
+    }
 }

@@ -10,7 +10,9 @@ use wirespan_common::event::{AF_INET, AF_INET6, Counter, EventHeader, EventKind}
 
 use crate::{
     counters::bump,
-    maps::{EVENTS, INFLIGHT, Inflight, SOCKET_FDS, batched_wakeup},
+    maps::{
+        EVENTS, Inflight, SOCKET_FDS, START_UNKNOWN, batched_wakeup, put_inflight, take_inflight,
+    },
 };
 
 // Offsets from the syscalls:* tracepoint format files: args start at 16,
@@ -110,9 +112,10 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
         fd: fd as i32,
         syscall: 0,
         is_connect: 1,
-        _pad: [0; 2],
+        live: 1,
+        start: START_UNKNOWN,
     };
-    if INFLIGHT.insert(id, inf, 0).is_err() {
+    if !put_inflight(id, &inf) {
         bump(Counter::InflightFull);
     }
     0
@@ -121,12 +124,9 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn exit_connect(ctx: TracePointContext) -> u32 {
     let (id, tgid, tid) = ids();
-    let Some(inf) = INFLIGHT.get_ptr(id) else {
+    let Some(inf) = take_inflight(id) else {
         return 0;
     };
-    // SAFETY: map value pointer valid until we remove the entry below.
-    let inf = unsafe { *inf };
-    let _ = INFLIGHT.remove(id);
     if inf.is_connect != 1 {
         return 0;
     }

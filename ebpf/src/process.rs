@@ -12,7 +12,11 @@ use aya_ebpf::{
 };
 use wirespan_common::event::{Counter, EventHeader, EventKind, ExecEvent};
 
-use crate::{counters::bump, lifecycle::emit_control, maps::EVENTS};
+use crate::{
+    counters::bump,
+    lifecycle::emit_control,
+    maps::{EVENTS, INFLIGHT},
+};
 
 /// `__data_loc char[] filename` at offset 8 of sched_process_exec's format:
 /// the low 16 bits are the offset of the string in the record, the high 16
@@ -23,8 +27,15 @@ const FILENAME_LOC: usize = 8;
 pub fn proc_exit(_ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((id >> 32) as u32, id as u32);
+    // Every thread's per-thread entries leave with it (they stay in their
+    // maps between syscalls; see `maps::put_inflight`).
+    let _ = INFLIGHT.remove(id);
+    crate::tls::forget_thread(id);
     // Threads exit too; only the group leader's exit ends the process.
-    if tgid == tid && !crate::config::ignored(tgid) {
+    if tgid == tid {
+        crate::config::forget_judgement(tgid);
+    }
+    if tgid == tid && !crate::config::unselected(tgid) {
         emit_control(EventKind::ProcessExit, tgid, tid, -1, 0);
     }
     0
@@ -34,7 +45,8 @@ pub fn proc_exit(_ctx: TracePointContext) -> u32 {
 pub fn proc_exec(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((id >> 32) as u32, id as u32);
-    if crate::config::ignored(tgid) {
+    crate::config::forget_judgement(tgid);
+    if crate::config::unselected(tgid) {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {

@@ -40,6 +40,10 @@ fn mark_socket(ctx: &TracePointContext) {
     let Some(inf) = INFLIGHT.get_ptr_mut(id) else {
         return;
     };
+    // SAFETY: this thread's own entry; only this thread writes it.
+    if unsafe { (*inf).live } == 0 {
+        return; // a syscall the agent does not track (a thread's last one stays in the map)
+    }
     // SAFETY: offsets come from the tracepoint's format file.
     let (family, protocol, sk) = unsafe {
         (

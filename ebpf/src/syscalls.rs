@@ -18,12 +18,16 @@ use wirespan_common::{
         Counter, DATA_PREFIX, Direction, EventHeader, EventKind, FLAG_TLS, IntentEvent, Syscall,
         Tuple,
     },
+    maps::{SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS},
 };
 
 use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
-    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, Scratch, batched_wakeup},
+    maps::{
+        EVENTS, Inflight, SCRATCH, SOCKET_FDS, START_NONE, START_REQUEST, START_RESPONSE,
+        START_UNKNOWN, Scratch, batched_wakeup, put_inflight, take_inflight,
+    },
     sock::read_tuple,
 };
 
@@ -52,7 +56,7 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
             ctx.read_at::<u64>(cnt_arg).unwrap_or(0),
         )
     };
-    let inf = Inflight {
+    let mut inf = Inflight {
         ts_enter: unsafe { bpf_ktime_get_ns() },
         buf,
         iovcnt: cnt,
@@ -60,31 +64,51 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
         fd: fd as i32,
         syscall: syscall as u8,
         is_connect: 0,
-        _pad: [0; 2],
+        live: 1,
+        start: START_UNKNOWN,
     };
-    if INFLIGHT.insert(id, inf, 0).is_err() {
+    // A send on a socket known to be TCP (it moved TCP bytes before, or
+    // was connect()ed): what it starts is read now, once, for the request
+    // intent below and for the data event at sys_exit.
+    let mut known = None;
+    if syscall.direction() == Direction::Egress {
+        let key = ((id >> 32) << 32) | (fd as u32 as u64);
+        // SAFETY: plain u64 value, copied out at once.
+        known = unsafe { SOCKET_FDS.get(key) }.copied();
+        if matches!(known, Some(v) if v & SOCKET_MUTED != 0) {
+            known = None; // muted by the agent: no intent, no payload
+        }
+        if known.is_some() {
+            inf.start = start_code(http_start(syscall, &inf));
+        }
+    }
+    if !put_inflight(id, &inf) {
         bump(Counter::InflightFull);
         return;
     }
-    if syscall.direction() == Direction::Egress {
-        request_intent(id, &inf, syscall);
+    if let Some(known) = known
+        && inf.start == START_REQUEST
+    {
+        request_intent(id, &inf, known);
     }
 }
 
-/// A send on a socket known to be TCP (it moved TCP bytes before, or was
-/// connect()ed), whose bytes start an HTTP request: tell the agent now, at
-/// entry, with the 4-tuple. See `EventKind::RequestIntent`.
+/// `http_start`'s answer as an `Inflight::start` value.
 #[inline(always)]
-fn request_intent(id: u64, inf: &Inflight, syscall: Syscall) {
-    let tgid = (id >> 32) as u32;
-    let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
-    // SAFETY: plain u64 value.
-    let Some(&known) = (unsafe { SOCKET_FDS.get(key) }) else {
-        return;
-    };
-    if http_start(syscall, inf) != Some(true) {
-        return;
+fn start_code(start: Option<bool>) -> u8 {
+    match start {
+        Some(true) => START_REQUEST,
+        Some(false) => START_RESPONSE,
+        None => START_NONE,
     }
+}
+
+/// A send whose bytes start an HTTP request, on a socket known to be TCP
+/// (`known`: its sock, or 0 when connect()ed and not yet resolved): tell
+/// the agent now, at entry, with the 4-tuple. See
+/// `EventKind::RequestIntent`.
+#[inline(always)]
+fn request_intent(id: u64, inf: &Inflight, known: u64) {
     let cfg = crate::config::get();
     // A connect()ed socket's first request: resolve its sock now.
     let sk = if known != 0 {
@@ -138,12 +162,9 @@ pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext) {
     let id = bpf_get_current_pid_tgid();
-    let Some(p) = INFLIGHT.get_ptr(id) else {
+    let Some(inf) = take_inflight(id) else {
         return;
     };
-    // SAFETY: map value valid until the remove below.
-    let inf = unsafe { *p };
-    let _ = INFLIGHT.remove(id);
     if inf.is_connect != 0 {
         return;
     }
@@ -191,14 +212,25 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     let Ok(syscall) = Syscall::try_from(inf.syscall) else {
         return false;
     };
+    let tls = matches!(syscall, Syscall::SslRead | Syscall::SslWrite);
+
+    // The 4-tuple is read once per (tgid, fd, sk); later events leave it
+    // empty and the agent keeps what it learned. A connection the agent
+    // muted sends nothing more.
+    let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
+    // SAFETY: plain u64 value, copied out at once.
+    let value = unsafe { SOCKET_FDS.get(key) }.copied();
+    let known = matches!(value, Some(v) if v & !SOCKET_MUTE_BITS == inf.sk);
+    let mute = if tls { SOCKET_MUTED_TLS } else { SOCKET_MUTED };
+    if known && value.unwrap_or(0) & mute != 0 {
+        bump(Counter::PayloadsMuted);
+        return false;
+    }
 
     s.ev.hdr.kind = EventKind::Data as u8;
     s.ev.hdr.direction = syscall.direction() as u8;
     s.ev.hdr.syscall = inf.syscall;
-    s.ev.hdr.flags = match syscall {
-        Syscall::SslRead | Syscall::SslWrite => FLAG_TLS,
-        _ => 0,
-    };
+    s.ev.hdr.flags = if tls { FLAG_TLS } else { 0 };
     s.ev.hdr.tgid = tgid;
     s.ev.hdr.tid = id as u32;
     s.ev.hdr.fd = inf.fd;
@@ -208,11 +240,6 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     s.ev.hdr.ret = ret;
     s.ev.hdr._pad1 = 0;
 
-    // The 4-tuple is read once per (tgid, fd, sk); later events leave it
-    // empty and the agent keeps what it learned.
-    let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
-    // SAFETY: plain u64 value.
-    let known = matches!(unsafe { SOCKET_FDS.get(key) }, Some(sk) if *sk == inf.sk);
     if known {
         s.ev.tuple.family = 0;
     } else {
@@ -222,7 +249,14 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
         read_tuple(inf.sk, &cfg.sock, &mut s.ev.tuple);
     }
 
-    let start = http_start(syscall, inf);
+    // Egress buffers were read at sys_enter (unchanged since: the syscall
+    // only reads them); ingress ones hold their bytes only now.
+    let start = match inf.start {
+        START_REQUEST => Some(true),
+        START_RESPONSE => Some(false),
+        START_NONE => None,
+        _ => http_start(syscall, inf),
+    };
     // Computed before the copy below splits the paths by syscall, so that
     // what follows the copy does not depend on which path it took.
     let ingress = syscall.direction() == Direction::Ingress;

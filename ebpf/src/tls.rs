@@ -20,7 +20,7 @@ use wirespan_common::event::{Counter, Syscall};
 use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
-    maps::Inflight,
+    maps::{Inflight, START_UNKNOWN},
     syscalls::{emit_data, emit_intent, http_start},
 };
 
@@ -92,7 +92,20 @@ pub fn note_socket_read(id: u64, inf: &Inflight) {
         fd: inf.fd,
         _pad: 0,
     };
+    // In place when the thread has an entry: an LRU insert per socket read
+    // costs several lookups.
+    if let Some(p) = LAST_READ.get_ptr_mut(id) {
+        // SAFETY: this thread's own entry; only this thread writes it.
+        unsafe { *p = r };
+        return;
+    }
     let _ = LAST_READ.insert(id, r, 0);
+}
+
+/// Thread `id` exited: its per-thread entries go with it.
+#[inline(always)]
+pub fn forget_thread(id: u64) {
+    let _ = LAST_READ.remove(id);
 }
 
 #[inline(always)]
@@ -129,7 +142,8 @@ fn enter(ctx: &ProbeContext, syscall: Syscall, ex: bool) {
             fd: -1,
             syscall: syscall as u8,
             is_connect: 0,
-            _pad: [0; 2],
+            live: 1,
+            start: START_UNKNOWN,
         };
         if http_start(syscall, &probe) == Some(true)
             && let Some(sock) = resolve_socket(id, ssl, 0, -1)
@@ -212,7 +226,8 @@ fn exit(ret: i64) {
         fd: sock.fd,
         syscall: call.syscall,
         is_connect: 0,
-        _pad: [0; 2],
+        live: 1,
+        start: START_UNKNOWN,
     };
     emit_data(&inf, id, moved);
 }

@@ -206,7 +206,7 @@ pub fn scrape_until(
 }
 
 /// The kernel's counters in the exit line (common's `Counter::ALL`).
-pub const KERNEL_COUNTERS: [&str; 17] = [
+pub const KERNEL_COUNTERS: [&str; 18] = [
     "ringbuf_full",
     "inflight_full",
     "payload_read_failed",
@@ -224,6 +224,7 @@ pub const KERNEL_COUNTERS: [&str; 17] = [
     "traceparent_sockhash_full",
     "tracestate_injected",
     "tracestate_dropped",
+    "payloads_muted",
 ];
 
 /// Where counter `name` of the agent's exit line appears in `/metrics`:

@@ -3,6 +3,9 @@
 //! redis (redis-cli, raw RESP, and inline commands such as `GET foo`, which
 //! start like an HTTP request line but are not one).
 //!
+//! Once the agent sees a connection is not HTTP it mutes it in the kernel:
+//! the rest of its syscalls send no payload (`payloads_muted`).
+//!
 //! Ordering without sleeps: after the non-HTTP traffic, each test makes one
 //! HTTP request to a traced marker server and waits for its span. The kernel
 //! ring buffer is ordered, so by then the agent has consumed every event of
@@ -20,6 +23,7 @@ use wirespan_tests::clients::{curl, run_with_timeout};
 use wirespan_tests::data::seeded_bytes;
 use wirespan_tests::env;
 use wirespan_tests::expect;
+use wirespan_tests::metrics;
 use wirespan_tests::servers::Server;
 use wirespan_tests::span::describe;
 use wirespan_tests::{Agent, SpanKind};
@@ -90,7 +94,8 @@ fn random_bytes_through_echo_server() {
     let echo = Server::echo();
     let marker = Server::python();
     let pids = format!("{},{}", echo.pid(), marker.pid());
-    let agent = Agent::start_ready(&["--pid", &pids]);
+    let agent = Agent::start_ready(&["--pid", &pids, "--metrics-addr", "127.0.0.1:0"]);
+    let metrics_addr = metrics::addr(&agent);
 
     // 1 MiB of seeded random bytes in one streamed connection.
     let data = seeded_bytes(0xec40_0001, 1024 * 1024);
@@ -108,7 +113,20 @@ fn random_bytes_through_echo_server() {
     let sizes = seeded_bytes(0xec40_0003, 200);
     let mut stream = connect(&echo);
     let mut offset = 0;
-    for size in sizes {
+    for (i, size) in sizes.into_iter().enumerate() {
+        if i == 1 {
+            // Once the agent has read the first message it mutes the
+            // connection (and the streamed one before it): the other 199
+            // must pass untouched with the kernel leaving their payload out.
+            let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
+                s.counter("conns_muted").unwrap_or(0) >= 2
+            });
+            assert!(
+                done,
+                "the echo connections were never muted:\n{}",
+                scrape.text
+            );
+        }
         let len = 1 + usize::from(size) * 5;
         let msg = &msgs[offset..offset + len];
         offset += len;
@@ -122,6 +140,21 @@ fn random_bytes_through_echo_server() {
     let stopped = barrier_and_stop(agent, &marker);
     assert_no_spans_from(&stopped, echo.pid(), "the echo server");
     stopped.assert_no_error_logs();
+    // 199 messages read and written back by the echo server.
+    assert_muted(&stopped, 2, 2 * 199);
+}
+
+/// The agent muted at least `conns` connections, and the kernel then left
+/// out the payload of at least `payloads` syscalls.
+fn assert_muted(stopped: &Stopped, conns: u64, payloads: u64) {
+    let muted = stopped.counter("conns_muted").unwrap_or(0);
+    let left_out = stopped.counter("payloads_muted").unwrap_or(0);
+    assert!(
+        muted >= conns && left_out >= payloads,
+        "want at least {conns} connections muted and {payloads} payloads left out by the kernel; got conns_muted {muted}, payloads_muted {left_out}; stderr:\n{}",
+        stopped.stderr.join("\n")
+    );
+    assert_eq!(stopped.counter("kernel_filter_refused"), Some(0));
 }
 
 #[test]
@@ -135,7 +168,8 @@ fn redis_protocol() {
     let redis = Server::redis();
     let marker = Server::python();
     let pids = format!("{},{}", redis.pid(), marker.pid());
-    let agent = Agent::start_ready(&["--pid", &pids]);
+    let agent = Agent::start_ready(&["--pid", &pids, "--metrics-addr", "127.0.0.1:0"]);
+    let metrics_addr = metrics::addr(&agent);
 
     // redis-cli, the real client.
     let port = redis.port.to_string();
@@ -174,7 +208,16 @@ fn redis_protocol() {
             b"+OK\r\n",
         ),
     ];
-    for (request, want) in exchanges {
+    for (i, (request, want)) in exchanges.into_iter().enumerate() {
+        if i == 1 {
+            // The agent has read the first exchange and muted the
+            // connection (the redis-cli ones before it too): the rest must
+            // pass untouched with the kernel leaving their payload out.
+            let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
+                s.counter("conns_muted").unwrap_or(0) >= 7
+            });
+            assert!(done, "7 redis connections never muted:\n{}", scrape.text);
+        }
         stream.write_all(request).expect("write RESP");
         let mut reply = vec![0u8; want.len()];
         stream.read_exact(&mut reply).expect("read RESP reply");
@@ -190,6 +233,8 @@ fn redis_protocol() {
     let stopped = barrier_and_stop(agent, &marker);
     assert_no_spans_from(&stopped, redis.pid(), "redis-server");
     stopped.assert_no_error_logs();
+    // The raw connection's five exchanges: muted after the first.
+    assert_muted(&stopped, 7, 2 * 4);
     // The marker is the only HTTP traffic of this test.
     assert_eq!(
         expect::of(&stopped.spans, marker.pid(), SpanKind::Server).len(),

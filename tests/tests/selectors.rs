@@ -6,12 +6,19 @@
 //! must come, then stops the agent (which flushes) and checks that the
 //! servers that must not be traced gave nothing.
 //!
+//! The kernel applies what it can of the selection too: `--open-ports` by
+//! muting connections, `--exe-path` by untracing processes.
+//!
 //! Run as root with `--test-threads=1`.
 
+use std::io::Write;
+use std::net::TcpStream;
+
 use wirespan_tests::agent::span_timeout;
-use wirespan_tests::clients::curl;
+use wirespan_tests::clients::{curl, read_responses};
 use wirespan_tests::env;
 use wirespan_tests::expect::{self, Expected};
+use wirespan_tests::metrics;
 use wirespan_tests::servers::Server;
 use wirespan_tests::span::describe;
 use wirespan_tests::{Agent, SpanKind};
@@ -182,4 +189,117 @@ fn selector_kinds_and() {
         &[&py_a, &py_b, &node],
         &[true, false, false],
     );
+}
+
+/// `GET path` on the keep-alive `stream`; the response must be a 200.
+fn get_on(stream: &mut TcpStream, server: &Server, path: &str) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        server.port
+    );
+    stream.write_all(req.as_bytes()).expect("write request");
+    let resp = read_responses(stream, &["GET"]).expect("read response");
+    assert_eq!(resp[0].status, 200, "GET {path}: {:?}", resp[0]);
+}
+
+/// `--open-ports` is applied in the kernel too: once the agent has seen a
+/// connection to another port, the kernel stops sending its payload
+/// (`payloads_muted`), while the traffic itself goes on untouched.
+#[test]
+fn open_ports_mutes_other_connections_in_the_kernel() {
+    if !env::require_ebpf() {
+        return;
+    }
+    let (a, b) = (Server::python(), Server::python());
+    let pids = format!("{},{}", a.pid(), b.pid());
+    let agent = Agent::start_ready(&[
+        "--pid",
+        &pids,
+        "--open-ports",
+        &a.port.to_string(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics::addr(&agent);
+    let mut stream = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(span_timeout()))
+        .expect("read timeout");
+    get_on(&mut stream, &b, "/status/200/first");
+    let (scrape, muted) = metrics::scrape_until(addr, span_timeout(), |s| {
+        s.counter("conns_muted").unwrap_or(0) >= 1
+    });
+    assert!(
+        muted,
+        "the connection to the unselected port was never muted:\n{}",
+        scrape.text
+    );
+    for i in 0..5 {
+        get_on(&mut stream, &b, &format!("/status/200/after-{i}"));
+    }
+    drop(stream);
+    // Ordering barrier: a traced request whose span we wait for.
+    let run = curl(&[&a.url("/status/200/barrier")]);
+    assert_eq!(run.only().http_code, 200);
+    agent.wait_for_spans(|s| s.pid() == Some(a.pid()), 1, span_timeout());
+    let stopped = agent.stop();
+    stopped.assert_clean_exit();
+    assert!(expect::of_pid(&stopped.spans, b.pid()).is_empty());
+    // Five requests read and five responses written, at least, left out.
+    let left_out = stopped.counter("payloads_muted").unwrap_or(0);
+    assert!(
+        left_out >= 10,
+        "payloads_muted {left_out}, want at least 10; stderr:\n{}",
+        stopped.stderr.join("\n")
+    );
+    assert_eq!(stopped.counter("kernel_filter_refused"), Some(0));
+}
+
+/// `--exe-path` is applied in the kernel too: a process the agent judged
+/// untraced costs it no more events, and the judgement goes with the
+/// process (a traced process started afterwards is traced).
+#[test]
+fn exe_path_untraces_processes_in_the_kernel() {
+    if !env::require_ebpf() || !env::require_program("node") {
+        return;
+    }
+    let (py, node) = (Server::python(), Server::node());
+    let agent = Agent::start_ready(&["--exe-path", "*/node", "--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics::addr(&agent);
+    // From this test process (untraced too): its first request gets both
+    // it and the Python server judged.
+    let mut stream = TcpStream::connect(("127.0.0.1", py.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(span_timeout()))
+        .expect("read timeout");
+    get_on(&mut stream, &py, "/status/200/first");
+    let (before, judged) = metrics::scrape_until(addr, span_timeout(), |s| {
+        s.counter("processes_untraced").unwrap_or(0) >= 2
+    });
+    assert!(
+        judged,
+        "the Python server and the test process were never untraced:\n{}",
+        before.text
+    );
+    for i in 0..20 {
+        get_on(&mut stream, &py, &format!("/status/200/after-{i}"));
+    }
+    drop(stream);
+    let after = metrics::scrape(addr);
+    let grew =
+        after.counter("data_events").unwrap_or(0) - before.counter("data_events").unwrap_or(0);
+    // Traced, the 20 requests would be at least 80 data events (a read
+    // and a write on each side). Other processes on the machine may add a
+    // few before the agent judges them.
+    assert!(
+        grew < 20,
+        "{grew} data events during 20 requests between untraced processes"
+    );
+    let run = curl(&[&node.url("/status/200/traced")]);
+    assert_eq!(run.only().http_code, 200);
+    agent.wait_for_spans(|s| s.pid() == Some(node.pid()), 1, span_timeout());
+    let stopped = agent.stop();
+    stopped.assert_clean_exit();
+    assert!(expect::of_pid(&stopped.spans, py.pid()).is_empty());
+    assert_eq!(stopped.counter("kernel_filter_refused"), Some(0));
 }

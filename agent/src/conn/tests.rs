@@ -16,6 +16,8 @@ use crate::{
     stats::Stats,
 };
 
+mod mute;
+
 const ME: u32 = 4242;
 
 fn table(sel: Selector) -> ConnTable {

@@ -1,0 +1,123 @@
+//! The agent's judgements, handed back to the kernel so that what it will
+//! not trace stops costing: processes that `--exe-path` leaves out go into
+//! UNTRACED_PIDS (their syscalls then end at one lookup), and connections
+//! that are not HTTP, or outside `--open-ports`, get muted in SOCKET_FDS
+//! (their syscalls then send no payload). Userspace still applies the whole
+//! selection; these only save work, so a refused update (a full map) costs
+//! CPU, never a span.
+
+use anyhow::Context;
+use aya::maps::{HashMap, MapData};
+use wirespan_common::maps::{
+    SOCKET_FDS, SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, UNTRACED_PIDS,
+};
+
+/// BPF_EXIST: update an entry, never create one.
+const BPF_EXIST: u64 = 2;
+
+/// What a connection stops sending when muted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mute {
+    /// The socket syscalls' bytes (a TLS connection's ciphertext, or bytes
+    /// that are not HTTP), not the TLS library's plaintext.
+    Socket,
+    /// Everything: the connection is not traced at all.
+    All,
+}
+
+impl Mute {
+    fn bits(self) -> u64 {
+        match self {
+            Mute::Socket => SOCKET_MUTED,
+            Mute::All => SOCKET_MUTED | SOCKET_MUTED_TLS,
+        }
+    }
+}
+
+/// Where the connection table sends its judgements.
+pub trait KernelFilter: Send {
+    /// The process `tgid` is not traced. False when the kernel refused.
+    fn untrace_process(&mut self, tgid: u32) -> bool;
+    /// The connection on `fd` of `tgid`, socket `sk`, sends no more of what
+    /// `mute` says. False when the kernel refused (the fd no longer holds
+    /// that socket is not a refusal: there is nothing left to mute).
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> bool;
+}
+
+/// The kernel maps behind [`KernelFilter`].
+pub struct KernelMaps {
+    /// Only when the kernel was told to consult it (`untraced_filter`).
+    pids: Option<HashMap<MapData, u32, u8>>,
+    socks: HashMap<MapData, u64, u64>,
+}
+
+impl KernelMaps {
+    /// Takes the maps out of the object. `untraced_filter`: whether the
+    /// kernel programs consult UNTRACED_PIDS (the config says so).
+    pub fn take(ebpf: &mut aya::Ebpf, untraced_filter: bool) -> anyhow::Result<Self> {
+        let pids = if untraced_filter {
+            let map = ebpf
+                .take_map(UNTRACED_PIDS)
+                .context("map UNTRACED_PIDS missing")?;
+            Some(HashMap::try_from(map)?)
+        } else {
+            None
+        };
+        let socks = ebpf
+            .take_map(SOCKET_FDS)
+            .context("map SOCKET_FDS missing")?;
+        Ok(Self {
+            pids,
+            socks: HashMap::try_from(socks)?,
+        })
+    }
+}
+
+/// Whether `tgid` runs: it has a /proc entry and is not a zombie (a
+/// zombie has already passed the kernel's exit hook).
+fn alive(tgid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tgid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which may hold ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+impl KernelFilter for KernelMaps {
+    fn untrace_process(&mut self, tgid: u32) -> bool {
+        let Some(pids) = &mut self.pids else {
+            return true;
+        };
+        if pids.insert(tgid, 1, 0).is_err() {
+            return false;
+        }
+        // The kernel drops the entry when the process exits; one that
+        // exited before the insert would leave it to whoever gets the pid
+        // next. Checked after the insert, so that an exit in between is
+        // seen either here or by the kernel.
+        if !alive(tgid) {
+            let _ = pids.remove(&tgid);
+        }
+        true
+    }
+
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> bool {
+        let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
+        // Only the entry of this very socket: the fd may have been closed
+        // (entry gone) or reused since. A socket swapped in between the get
+        // and the update keeps working: the kernel mutes only when the
+        // value's socket is the one in hand.
+        let Ok(value) = self.socks.get(&key, 0) else {
+            return true;
+        };
+        if value & !SOCKET_MUTE_BITS != sk {
+            return true;
+        }
+        self.socks
+            .insert(key, value | mute.bits(), BPF_EXIST)
+            .is_ok()
+    }
+}
