@@ -124,7 +124,7 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn exit_connect(ctx: TracePointContext) -> u32 {
     let (id, tgid, tid) = ids();
-    let Some(inf) = take_inflight(id) else {
+    let Some((inf, _)) = take_inflight(id) else {
         return 0;
     };
     if inf.is_connect != 1 {

@@ -68,10 +68,27 @@ pub static UNTRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(UNTRACED_
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// What a thread's current socket syscall is doing, from sys_enter to
-/// sys_exit. LRU so that threads killed mid-syscall cannot fill it.
+/// Per thread: its current syscall, from sys_enter to sys_exit, and what
+/// the TLS probes need of it. LRU so that threads that die unseen cannot
+/// fill it.
 #[map(name = "INFLIGHT")]
-pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(INFLIGHT_ENTRIES, 0);
+pub static INFLIGHT: LruHashMap<u64, Thread> = LruHashMap::with_max_entries(INFLIGHT_ENTRIES, 0);
+
+/// A thread's entry in INFLIGHT. One entry, looked up once per program,
+/// rather than one map per purpose (each lookup costs ~50 ns).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Thread {
+    pub sys: Inflight,
+    /// The TCP socket this thread read last, for TLS stacks that do their
+    /// own I/O through memory BIOs (see `tls::resolve_socket`).
+    pub last_read_sk: u64,
+    pub last_read_fd: i32,
+    /// Non-zero while the thread is inside an SSL_* call: only then can a
+    /// syscall's bytes be ciphertext that `tls` accounts for.
+    pub in_tls: u8,
+    pub _pad: [u8; 3],
+}
 
 /// (tgid << 32 | fd) -> sk of fds seen moving TCP bytes, so that close()
 /// is reported only for those, and the 4-tuple is read only once per socket.
@@ -143,6 +160,38 @@ pub const START_NONE: u8 = 1;
 pub const START_REQUEST: u8 = 2;
 pub const START_RESPONSE: u8 = 3;
 
+impl Inflight {
+    /// No syscall in flight.
+    pub const IDLE: Inflight = Inflight {
+        ts_enter: 0,
+        buf: 0,
+        iovcnt: 0,
+        sk: 0,
+        fd: -1,
+        syscall: 0,
+        is_connect: 0,
+        live: 0,
+        start: START_UNKNOWN,
+    };
+}
+
+/// Thread `id`'s entry, created when missing (None when the map refused).
+#[inline(always)]
+pub fn thread_entry(id: u64) -> Option<*mut Thread> {
+    if let Some(p) = INFLIGHT.get_ptr_mut(id) {
+        return Some(p);
+    }
+    let t = Thread {
+        sys: Inflight::IDLE,
+        last_read_sk: 0,
+        last_read_fd: -1,
+        in_tls: 0,
+        _pad: [0; 3],
+    };
+    INFLIGHT.insert(id, t, 0).ok()?;
+    INFLIGHT.get_ptr_mut(id)
+}
+
 /// Records the syscall `inf` of thread `id`. The thread's entry from its
 /// previous syscall is overwritten in place: an LRU insert and delete per
 /// syscall cost ~4x a lookup (bpf_stats: enter_recvfrom 740 ns per run with
@@ -151,24 +200,32 @@ pub const START_RESPONSE: u8 = 3;
 pub fn put_inflight(id: u64, inf: &Inflight) -> bool {
     if let Some(p) = INFLIGHT.get_ptr_mut(id) {
         // SAFETY: this thread's own entry; only this thread writes it.
-        unsafe { *p = *inf };
+        unsafe { (*p).sys = *inf };
         return true;
     }
-    INFLIGHT.insert(id, *inf, 0).is_ok()
+    let t = Thread {
+        sys: *inf,
+        last_read_sk: 0,
+        last_read_fd: -1,
+        in_tls: 0,
+        _pad: [0; 3],
+    };
+    INFLIGHT.insert(id, t, 0).is_ok()
 }
 
-/// The syscall thread `id` entered, marked finished: what sys_exit_* reads.
+/// The syscall thread `id` entered, marked finished: what sys_exit_* reads,
+/// with the thread's entry.
 #[inline(always)]
-pub fn take_inflight(id: u64) -> Option<Inflight> {
+pub fn take_inflight(id: u64) -> Option<(Inflight, *mut Thread)> {
     let p = INFLIGHT.get_ptr_mut(id)?;
     // SAFETY: this thread's own entry; only this thread writes it.
     unsafe {
-        let inf = *p;
+        let inf = (*p).sys;
         if inf.live == 0 {
             return None;
         }
-        (*p).live = 0;
-        Some(inf)
+        (*p).sys.live = 0;
+        Some((inf, p))
     }
 }
 

@@ -30,7 +30,6 @@ pub fn proc_exit(_ctx: TracePointContext) -> u32 {
     // Every thread's per-thread entries leave with it (they stay in their
     // maps between syscalls; see `maps::put_inflight`).
     let _ = INFLIGHT.remove(id);
-    crate::tls::forget_thread(id);
     // Threads exit too; only the group leader's exit ends the process.
     if tgid == tid {
         crate::config::forget_judgement(tgid);

@@ -41,7 +41,7 @@ fn mark_socket(ctx: &TracePointContext) {
         return;
     };
     // SAFETY: this thread's own entry; only this thread writes it.
-    if unsafe { (*inf).live } == 0 {
+    if unsafe { (*inf).sys.live } == 0 {
         return; // a syscall the agent does not track (a thread's last one stays in the map)
     }
     // SAFETY: offsets come from the tracepoint's format file.
@@ -54,7 +54,7 @@ fn mark_socket(ctx: &TracePointContext) {
     };
     if (family == AF_INET || family == AF_INET6) && protocol == IPPROTO_TCP {
         // SAFETY: the pointer is a live map value for this thread's key.
-        unsafe { (*inf).sk = sk };
+        unsafe { (*inf).sys.sk = sk };
     }
 }
 

@@ -162,7 +162,7 @@ pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext) {
     let id = bpf_get_current_pid_tgid();
-    let Some(inf) = take_inflight(id) else {
+    let Some((inf, thread)) = take_inflight(id) else {
         return;
     };
     if inf.is_connect != 0 {
@@ -186,11 +186,16 @@ fn on_exit(ctx: &TracePointContext) {
     // Ciphertext moved inside SSL_read/SSL_write on this thread: remember
     // the socket for the TLS call, and send nothing (the plaintext goes at
     // the call's return).
-    if crate::tls::inside_tls_call(id, &inf) {
+    // SAFETY: this thread's own entry; only this thread writes it.
+    if unsafe { (*thread).in_tls } != 0 && crate::tls::inside_tls_call(id, &inf) {
         return;
     }
     if inf.syscall == Syscall::Read as u8 || inf.syscall == Syscall::Recvfrom as u8 {
-        crate::tls::note_socket_read(id, &inf);
+        // SAFETY: as above.
+        unsafe {
+            (*thread).last_read_sk = inf.sk;
+            (*thread).last_read_fd = inf.fd;
+        }
     }
     if emit_data(&inf, id, ret) {
         crate::tracestate::capture(ctx);

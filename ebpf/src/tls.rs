@@ -20,7 +20,7 @@ use wirespan_common::event::{Counter, Syscall};
 use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
-    maps::{Inflight, START_UNKNOWN},
+    maps::{INFLIGHT, Inflight, START_UNKNOWN, thread_entry},
     syscalls::{emit_data, emit_intent, http_start},
 };
 
@@ -63,10 +63,6 @@ static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16 * 1
 #[map(name = "SSL_SOCKS")]
 static SSL_SOCKS: LruHashMap<SslKey, SockRef> = LruHashMap::with_max_entries(64 * 1024, 0);
 
-/// Thread -> the TCP socket it read last (for memory-BIO TLS stacks).
-#[map(name = "LAST_READ")]
-static LAST_READ: LruHashMap<u64, SockRef> = LruHashMap::with_max_entries(16 * 1024, 0);
-
 /// Called from a socket syscall's exit: if it ran inside an SSL_* call on
 /// this thread, record its socket for the call and say so (the caller then
 /// sends nothing: those bytes are ciphertext).
@@ -83,29 +79,14 @@ pub fn inside_tls_call(id: u64, inf: &Inflight) -> bool {
     true
 }
 
-/// Remembers the last TCP socket this thread read, for TLS stacks whose
-/// SSL_read never touches the socket itself.
+/// Thread `id` is inside an SSL_* call (or no longer): its syscalls' exits
+/// look for the call (`inside_tls_call`) only while it is.
 #[inline(always)]
-pub fn note_socket_read(id: u64, inf: &Inflight) {
-    let r = SockRef {
-        sk: inf.sk,
-        fd: inf.fd,
-        _pad: 0,
-    };
-    // In place when the thread has an entry: an LRU insert per socket read
-    // costs several lookups.
-    if let Some(p) = LAST_READ.get_ptr_mut(id) {
+fn mark_in_tls(id: u64, inside: u8) {
+    if let Some(t) = thread_entry(id) {
         // SAFETY: this thread's own entry; only this thread writes it.
-        unsafe { *p = r };
-        return;
+        unsafe { (*t).in_tls = inside };
     }
-    let _ = LAST_READ.insert(id, r, 0);
-}
-
-/// Thread `id` exited: its per-thread entries go with it.
-#[inline(always)]
-pub fn forget_thread(id: u64) {
-    let _ = LAST_READ.remove(id);
 }
 
 #[inline(always)]
@@ -131,6 +112,7 @@ fn enter(ctx: &ProbeContext, syscall: Syscall, ex: bool) {
         bump(Counter::InflightFull);
         return;
     }
+    mark_in_tls(id, 1);
     // A request about to be encrypted: announce it before its ciphertext
     // can reach a same-node server (see `EventKind::RequestIntent`).
     if syscall == Syscall::SslWrite {
@@ -190,7 +172,16 @@ fn resolve_socket(id: u64, ssl: u64, nested_sk: u64, nested_fd: i32) -> Option<S
         let _ = SSL_SOCKS.insert(key, found, 0);
         return Some(found);
     }
-    let guess = unsafe { LAST_READ.get(id) }.copied()?;
+    // SAFETY: plain-old-data map value, copied out.
+    let t = unsafe { INFLIGHT.get(id) }.copied()?;
+    if t.last_read_sk == 0 {
+        return None;
+    }
+    let guess = SockRef {
+        sk: t.last_read_sk,
+        fd: t.last_read_fd,
+        _pad: 0,
+    };
     let _ = SSL_SOCKS.insert(key, guess, 0);
     Some(guess)
 }
@@ -204,6 +195,7 @@ fn exit(ret: i64) {
     // SAFETY: map value valid until the remove below.
     let call = unsafe { *p };
     let _ = TLS_CALLS.remove(id);
+    mark_in_tls(id, 0);
     // Plain forms return the byte count; `_ex` forms return 1 and store it.
     let moved = if call.len_ptr == 0 {
         ret
