@@ -191,6 +191,11 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
     info!("{features}");
     features.check_minimum()?;
     let (sock, fdtable) = offsets();
+    // The parsed kernel BTF is gone: give its pages back now, before the
+    // loader parses BTF again and maps the ring buffer, so that the RSS
+    // while the verifier runs (seconds) holds one parse, not both plus the
+    // ring. (The start-up peak, ~49 MiB, is that first parse itself.)
+    crate::memory::release_startup_heap();
     let classifier = loader::choose_classifier(cli.socket_classifier, &fdtable)?;
     let (cgroup, propagation) = propagation_plan(&cli, &sock)?;
     let kcfg = KernelConfig {
@@ -206,6 +211,7 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         _pad: 0,
     };
     let mut ebpf = loader::load(&kcfg, &cli.pids, cli.ring_buffer_bytes)?;
+    crate::memory::release_startup_heap();
     if let (Some(ports), Some(dir)) = (&cli.inject_traceparent, &cgroup) {
         // Before sock_ops: connections established from then on are added.
         sockops::attach_injection(&mut ebpf, ports, cli.inject_cidrs.as_ref())
