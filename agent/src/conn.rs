@@ -17,7 +17,7 @@ use crate::{
     kernel_filter::{KernelFilter, Mute},
     link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
-    protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role, cannot_start_stream},
+    protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
     select::Selector,
     span::context::parse_inbound,
     span::{
@@ -36,6 +36,14 @@ type Key = (u32, i32);
 /// Connections remembered between their accept/connect and their first
 /// bytes at most.
 const MAX_BEGAN: usize = 65536;
+
+/// A connection seen to begin whose first this many socket syscalls carry
+/// no HTTP/1 start line is not HTTP: the kernel is told to stop sending its
+/// payload. Not fewer: HTTP may follow a prelude of a few messages (a PROXY
+/// protocol header, a SOCKS5 handshake with authentication: six), and a
+/// connection attached mid-stream is never judged this way (its first
+/// bytes may be the middle of a body).
+const NOT_HTTP_AFTER: u8 = 8;
 
 /// One connection's state. The table holds it boxed: the table's slots
 /// (a power of two, at most 7/8 full) then cost a pointer each rather than
@@ -63,9 +71,9 @@ struct Conn {
     /// ns): an event of that kind that started later means the kernel
     /// forgot (its LRU entry went), and it is told again.
     muted: Option<(Mute, u64)>,
-    /// The agent saw the connection begin (accept or connect) and none of
-    /// its bytes yet: the first ones are the protocol's first.
-    fresh: bool,
+    /// Socket syscalls left before a connection seen to begin, with no
+    /// HTTP/1 start line yet, is judged not HTTP (0: not judging).
+    judge: u8,
 }
 
 pub struct ConnTable {
@@ -158,6 +166,7 @@ impl ConnTable {
                 self.began.remove(&(h.tgid, h.fd));
             }
             EventKind::ProcessExit => {
+                self.began.retain(|k| k.0 != h.tgid);
                 let keys: Vec<Key> = self
                     .conns
                     .keys()
@@ -218,7 +227,11 @@ impl ConnTable {
             tls: false,
             server_kctx: None,
             muted: None,
-            fresh: self.began.remove(&key),
+            judge: if self.began.remove(&key) {
+                NOT_HTTP_AFTER
+            } else {
+                0
+            },
         });
         self.conns.insert(key, c);
         true
@@ -332,12 +345,6 @@ impl ConnTable {
             mute(c, h, opaque_mute(c), &mut self.filter, &self.stats);
             return;
         }
-        if std::mem::take(&mut c.fresh) && !tls_bytes && cannot_start_stream(d.payload) {
-            // The first bytes of a connection we saw begin, and not HTTP/1:
-            // none of its socket bytes will be. (Its TLS plaintext may be:
-            // these bytes may be a handshake.)
-            mute(c, h, Mute::Socket, &mut self.filter, &self.stats);
-        }
         // Reads: the first byte is there when the syscall returns. Writes:
         // the first byte leaves when the syscall starts.
         let (t_first, t_last) = match d.direction {
@@ -356,6 +363,14 @@ impl ConnTable {
             &mut self.exchanges,
         );
         count_parser(&self.stats, before, c.http.counters());
+        if c.judge > 0 && !tls_bytes {
+            c.judge = if c.http.is_http() { 0 } else { c.judge - 1 };
+            if c.judge == 0 && !c.http.is_http() {
+                // Its socket bytes are not HTTP. (Its TLS plaintext may be:
+                // these bytes may have been a handshake.)
+                mute(c, h, Mute::Socket, &mut self.filter, &self.stats);
+            }
+        }
         if c.http.is_opaque() {
             mute(c, h, opaque_mute(c), &mut self.filter, &self.stats);
         } else if !self.selector.server_port(server_port(c, c.http.role())) {

@@ -3,8 +3,9 @@
 //! redis (redis-cli, raw RESP, and inline commands such as `GET foo`, which
 //! start like an HTTP request line but are not one).
 //!
-//! Once the agent sees a connection is not HTTP it mutes it in the kernel:
-//! the rest of its syscalls send no payload (`payloads_muted`).
+//! A connection seen to begin that carries no HTTP/1 start line in its
+//! first eight syscalls gets muted in the kernel: the rest of its syscalls
+//! send no payload (`payloads_muted`).
 //!
 //! Ordering without sleeps: after the non-HTTP traffic, each test makes one
 //! HTTP request to a traced marker server and waits for its span. The kernel
@@ -114,10 +115,11 @@ fn random_bytes_through_echo_server() {
     let mut stream = connect(&echo);
     let mut offset = 0;
     for (i, size) in sizes.into_iter().enumerate() {
-        if i == 1 {
-            // Once the agent has read the first message it mutes the
-            // connection (and the streamed one before it): the other 199
-            // must pass untouched with the kernel leaving their payload out.
+        if i == 5 {
+            // Five messages are ten syscalls of the echo server: the agent
+            // has muted the connection (and the streamed one before it).
+            // The other 195 must pass untouched with the kernel leaving
+            // their payload out.
             let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
                 s.counter("conns_muted").unwrap_or(0) >= 2
             });
@@ -140,8 +142,8 @@ fn random_bytes_through_echo_server() {
     let stopped = barrier_and_stop(agent, &marker);
     assert_no_spans_from(&stopped, echo.pid(), "the echo server");
     stopped.assert_no_error_logs();
-    // 199 messages read and written back by the echo server.
-    assert_muted(&stopped, 2, 2 * 199);
+    // 195 messages read and written back by the echo server.
+    assert_muted(&stopped, 2, 2 * 195);
 }
 
 /// The agent muted at least `conns` connections, and the kernel then left
@@ -208,16 +210,7 @@ fn redis_protocol() {
             b"+OK\r\n",
         ),
     ];
-    for (i, (request, want)) in exchanges.into_iter().enumerate() {
-        if i == 1 {
-            // The agent has read the first exchange and muted the
-            // connection (the redis-cli ones before it too): the rest must
-            // pass untouched with the kernel leaving their payload out.
-            let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
-                s.counter("conns_muted").unwrap_or(0) >= 7
-            });
-            assert!(done, "7 redis connections never muted:\n{}", scrape.text);
-        }
+    for (request, want) in exchanges {
         stream.write_all(request).expect("write RESP");
         let mut reply = vec![0u8; want.len()];
         stream.read_exact(&mut reply).expect("read RESP reply");
@@ -228,13 +221,29 @@ fn redis_protocol() {
             String::from_utf8_lossy(request)
         );
     }
+    // Ten syscalls of redis on this connection: the agent has muted it.
+    // Ten more PINGs must pass untouched with their payload left out.
+    let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
+        s.counter("conns_muted").unwrap_or(0) >= 1
+    });
+    assert!(
+        done,
+        "the raw redis connection was never muted:\n{}",
+        scrape.text
+    );
+    for _ in 0..10 {
+        stream.write_all(b"PING\r\n").expect("write PING");
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).expect("read PONG");
+        assert_eq!(&reply, b"+PONG\r\n");
+    }
     drop(stream);
 
     let stopped = barrier_and_stop(agent, &marker);
     assert_no_spans_from(&stopped, redis.pid(), "redis-server");
     stopped.assert_no_error_logs();
-    // The raw connection's five exchanges: muted after the first.
-    assert_muted(&stopped, 7, 2 * 4);
+    // The ten PINGs, read and answered.
+    assert_muted(&stopped, 1, 2 * 10);
     // The marker is the only HTTP traffic of this test.
     assert_eq!(
         expect::of(&stopped.spans, marker.pid(), SpanKind::Server).len(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::{
     clock::monotonic_now_ns,
+    conn::NOT_HTTP_AFTER,
     kernel_filter::{KernelFilter, Mute},
 };
 
@@ -37,35 +38,34 @@ fn filtered(sel: Selector) -> (ConnTable, Arc<Mutex<Calls>>) {
     (t, calls)
 }
 
+/// `n` non-HTTP socket syscalls on fd 7, alternating directions, from
+/// `ts` on.
+fn not_http(t: &mut ConnTable, n: u64, ts: u64) {
+    for i in 0..n {
+        let dir = if i % 2 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        data(t, 7, 0x1000, dir, ts + i * 10, b"*1\r\n$4\r\nPING\r\n");
+    }
+}
+
 #[test]
-fn bytes_that_are_not_http_mute_the_socket_once() {
+fn a_connection_that_begins_without_http_is_muted_once() {
     let (mut t, calls) = filtered(Selector::default());
-    // Not HTTP as the first bytes of a connection seen to begin.
     control(&mut t, EventKind::Accept, 7, 5);
-    data(
-        &mut t,
-        7,
-        0x1000,
-        Direction::Ingress,
-        10,
-        b"\x16\x03\x01\x02\x00",
-    );
-    data(
-        &mut t,
-        7,
-        0x1000,
-        Direction::Egress,
-        20,
-        b"\x16\x03\x03\x00\x7a",
-    );
+    not_http(&mut t, u64::from(NOT_HTTP_AFTER) - 1, 10);
+    assert!(calls.lock().unwrap().muted.is_empty(), "judged too early");
+    not_http(&mut t, 1, 1_000);
     // Sent before the kernel was told: no second mute.
+    not_http(&mut t, 3, 2_000);
     assert_eq!(
         calls.lock().unwrap().muted,
         vec![(ME, 7, 0x1000, Mute::Socket)]
     );
     // Started after the mute: the kernel forgot (an LRU eviction); told again.
-    let later = monotonic_now_ns() + 1_000_000_000;
-    data(&mut t, 7, 0x1000, Direction::Ingress, later, b"more");
+    not_http(&mut t, 1, monotonic_now_ns() + 1_000_000_000);
     assert_eq!(calls.lock().unwrap().muted.len(), 2);
     assert_eq!(
         t.stats
@@ -76,17 +76,55 @@ fn bytes_that_are_not_http_mute_the_socket_once() {
 }
 
 #[test]
-fn a_connection_not_seen_to_begin_is_never_judged_by_its_first_bytes() {
-    // Attached mid-stream: these bytes may be the middle of a body.
+fn a_connection_not_seen_to_begin_is_never_judged() {
+    // Attached mid-stream: these bytes may be the middle of a long body.
     let (mut t, calls) = filtered(Selector::default());
+    not_http(&mut t, 3 * u64::from(NOT_HTTP_AFTER), 10);
+    assert!(calls.lock().unwrap().muted.is_empty());
+}
+
+#[test]
+fn http_after_a_prelude_is_traced() {
+    // A SOCKS5 handshake with authentication (six messages), then HTTP.
+    let (mut t, calls) = filtered(Selector::default());
+    control(&mut t, EventKind::Connect, 7, 5);
+    for (i, bytes) in [
+        &b"\x05\x02\x00\x02"[..],
+        b"\x05\x02",
+        b"\x01\x04user\x04pass",
+        b"\x01\x00",
+        b"\x05\x01\x00\x01\x7f\x00\x00\x01\x1f\x90",
+        b"\x05\x00\x00\x01\x7f\x00\x00\x01\x1f\x90",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = if i % 2 == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        data(&mut t, 7, 0x1000, dir, 10 + i as u64, bytes);
+    }
     data(
         &mut t,
         7,
         0x1000,
-        Direction::Ingress,
-        10,
-        b"\x16\x03\x01\x02\x00",
+        Direction::Egress,
+        100,
+        b"GET / HTTP/1.1\r\n\r\n",
     );
+    let spans = data(
+        &mut t,
+        7,
+        0x1000,
+        Direction::Ingress,
+        200,
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    );
+    assert_eq!(spans.len(), 1);
+    // Past the judging window now: HTTP was seen, nothing is muted.
+    not_http(&mut t, 2 * u64::from(NOT_HTTP_AFTER), 300);
     assert!(calls.lock().unwrap().muted.is_empty());
 }
 
@@ -182,36 +220,4 @@ fn an_unselected_process_is_untraced_once() {
     );
     assert_eq!(calls.lock().unwrap().untraced, vec![ME]);
     assert!(calls.lock().unwrap().muted.is_empty());
-}
-
-#[test]
-fn first_bytes_that_cannot_start_http1() {
-    use crate::protocol::http1::cannot_start_stream;
-    for not in [
-        &b"\x16\x03\x01\x02\x00"[..],
-        b"*3\r\n$3\r\nSET\r\n",
-        b"GET foo\r\n",
-        b"SSH-2.0-OpenSSH_9.6\r\n",
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-    ] {
-        assert!(
-            cannot_start_stream(not),
-            "{:?}",
-            String::from_utf8_lossy(not)
-        );
-    }
-    for maybe in [
-        &b""[..],
-        b"GE",
-        b"GET /x HTTP/1.1\r\n",
-        b"\r\nPOST / HTTP/1.0\r\n",
-        b"HTTP/1.1 200 OK\r\n",
-        b"HTTP/1.",
-    ] {
-        assert!(
-            !cannot_start_stream(maybe),
-            "{:?}",
-            String::from_utf8_lossy(maybe)
-        );
-    }
 }

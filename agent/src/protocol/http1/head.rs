@@ -148,20 +148,6 @@ pub(super) fn starts_with_response(data: &[u8]) -> bool {
     false
 }
 
-/// Whether `data`, the first bytes of a stream, can be no HTTP/1 start
-/// line: false while they might still be one (too few bytes to tell).
-pub fn cannot_start_stream(data: &[u8]) -> bool {
-    let mut m = StartMatcher::new(true, true);
-    for &b in &data[skip_empty_lines(data)..] {
-        match m.push(b) {
-            Match::Alive => {}
-            Match::Done(_) => return false,
-            Match::Dead => return true,
-        }
-    }
-    false
-}
-
 /// How many leading CR/LF bytes (empty lines between messages) `data` has.
 pub(super) fn skip_empty_lines(data: &[u8]) -> usize {
     data.iter()

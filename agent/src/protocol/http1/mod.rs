@@ -21,7 +21,6 @@ mod parse;
 mod tests;
 
 pub use conn::Http1Conn;
-pub use head::cannot_start_stream;
 
 /// Per-connection bounds; memory per connection is bounded by them.
 #[derive(Clone, Copy, Debug)]
