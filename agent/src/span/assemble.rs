@@ -98,10 +98,7 @@ pub fn span_from_exchange(
     attrs.push(("http.request.method", st(method)));
     if known.is_none() {
         let original = std::mem::take(&mut req.method);
-        attrs.push((
-            "http.request.method_original",
-            AttrValue::Str(original.into()),
-        ));
+        attrs.push(("http.request.method_original", AttrValue::Str(original)));
     }
     attrs.push(("url.path", into_sub(std::mem::take(&mut req.target), path)));
     attrs.push(("url.scheme", st(if tls { "https" } else { "http" })));

@@ -20,6 +20,8 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 pub use conn::Http1Conn;
 
 /// Per-connection bounds; memory per connection is bounded by them.
@@ -55,8 +57,8 @@ pub enum Role {
 /// A parsed request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
-    /// As sent, e.g. "GET".
-    pub method: String,
+    /// As sent, e.g. "GET" (borrowed for the common methods).
+    pub method: Cow<'static, str>,
     /// Raw request-target, truncated (on a char boundary) to `max_target_len`.
     pub target: String,
     /// 0 or 1.

@@ -2,6 +2,8 @@
 //! [`RequestHead`] or [`ResponseHead`]. The start line was already
 //! validated by `head::StartMatcher`.
 
+use std::borrow::Cow;
+
 use super::head::{is_tchar, strip_cr};
 use super::{RequestHead, ResponseHead};
 
@@ -95,6 +97,19 @@ fn parse_fields(block: &[u8], request: bool) -> Option<Fields> {
     Some(f)
 }
 
+/// Methods spelled as most requests spell them, by their bytes: these
+/// need no allocation per request.
+const COMMON_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+fn method(b: &[u8]) -> Cow<'static, str> {
+    match COMMON_METHODS.iter().find(|m| m.as_bytes() == b) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(lossy(b)),
+    }
+}
+
 fn truncate_target(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut n = max;
@@ -123,12 +138,12 @@ pub(super) fn parse_request(
 ) -> Option<ParsedRequest> {
     let (line, block) = split_head(buf);
     let mut parts = line.splitn(3, |&b| b == b' ');
-    let method = parts.next()?;
+    let method_bytes = parts.next()?;
     let target = parts.next()?;
     let version_minor = u8::from(parts.next() != Some(b"HTTP/1.0"));
     let f = parse_fields(block, true)?;
     let head = RequestHead {
-        method: lossy(method),
+        method: method(method_bytes),
         target: truncate_target(lossy(target), max_target_len),
         version_minor,
         host: f.host,

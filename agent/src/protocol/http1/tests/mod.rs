@@ -86,7 +86,7 @@ pub(super) fn ok(status: u16, body: &str) -> Vec<u8> {
 
 pub(super) fn req_head(method: &str, target: &str) -> RequestHead {
     RequestHead {
-        method: method.into(),
+        method: method.to_string().into(),
         target: target.into(),
         version_minor: 1,
         host: Some("example.com".into()),
