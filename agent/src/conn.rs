@@ -2,7 +2,7 @@
 //! Kernel events come in, keyed by (tgid, fd); HTTP/1 exchanges go to the
 //! parser of that connection; finished exchanges come out as spans.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use wirespan_common::event::{
     Direction, EventHeader, EventKind, FLAG_TLS,
@@ -11,6 +11,7 @@ use wirespan_common::event::{
 
 use crate::{
     clock::BootClock,
+    inthash::IntMap,
     link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
     protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
@@ -54,11 +55,11 @@ struct Conn {
 }
 
 pub struct ConnTable {
-    conns: HashMap<Key, Box<Conn>>,
+    conns: IntMap<Key, Box<Conn>>,
     max_conns: usize,
     procs: ProcessCache,
     /// Selection decision per pid, cleared with the process cache.
-    selected: HashMap<u32, bool>,
+    selected: IntMap<u32, bool>,
     selector: Selector,
     clock: BootClock,
     limits: Limits,
@@ -82,10 +83,10 @@ impl ConnTable {
         linker: Linker,
     ) -> Self {
         Self {
-            conns: HashMap::new(),
+            conns: IntMap::default(),
             max_conns,
             procs: ProcessCache::new(4096),
-            selected: HashMap::new(),
+            selected: IntMap::default(),
             selector,
             clock,
             limits: Limits::default(),

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod export;
+pub mod inthash;
 pub mod kernel_counters;
 pub mod link;
 pub mod loader;
