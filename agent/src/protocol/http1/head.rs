@@ -336,15 +336,18 @@ impl HeadBuf {
         let data = &data[..data.len().min(max)];
         let line_len = memchr::memchr(b'\n', data)? + 1;
         let kind = self.matcher.whole_line(&data[..line_len])?;
-        let mut end = line_len;
-        loop {
-            let rest = &data[end..];
-            let eol = memchr::memchr(b'\n', rest)?;
-            end += eol + 1;
-            if strip_cr(&rest[..eol]).is_empty() {
-                return Some((kind, line_len, end));
+        // The first empty line (`\n` or `\r\n`) after the start line: the
+        // line after a `\n` at `i` is empty when `i + 1` holds `\n` or
+        // `\r\n`. One scan for the newlines rather than one per line.
+        let from = line_len - 1;
+        memchr::memchr_iter(b'\n', &data[from..]).find_map(|i| {
+            let next = from + i + 1;
+            match data.get(next..) {
+                Some([b'\n', ..]) => Some((kind, line_len, next + 1)),
+                Some([b'\r', b'\n', ..]) => Some((kind, line_len, next + 2)),
+                _ => None,
             }
-        }
+        })
     }
 
     /// Takes head bytes from `data`; returns how many were consumed.

@@ -78,13 +78,15 @@ fn split_field(line: &[u8]) -> Option<(&[u8], usize)> {
 /// field name, bad or conflicting Content-Length).
 fn parse_fields(block: &[u8], request: bool) -> Option<Fields> {
     let mut f = Fields::default();
-    let mut rest = block;
-    while !rest.is_empty() {
-        let (raw, next) = match memchr::memchr(b'\n', rest) {
-            Some(k) => (&rest[..k], &rest[k + 1..]),
-            None => (rest, &[][..]),
+    // One scan for the line ends; a last line without one (never, from
+    // `split_head`) is a line too.
+    let ends = memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len()));
+    let mut start = 0;
+    for end in ends {
+        let Some(raw) = block.get(start..end) else {
+            break;
         };
-        rest = next;
+        start = end + 1;
         let line = strip_cr(raw);
         let Some(&first) = line.first() else { break };
         if first == b' ' || first == b'\t' {
