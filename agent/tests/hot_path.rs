@@ -215,6 +215,31 @@ fn cpu_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `HOT_PATH_CPUS=a,b` pins the pipeline's capture thread to CPU `a` and
+/// its batching thread to CPU `b` (the same CPU, or two: the cost of the
+/// spans crossing between caches), so that runs do not depend on where
+/// the scheduler put the threads.
+fn pin(which: usize) {
+    let Ok(cpus) = std::env::var("HOT_PATH_CPUS") else {
+        return;
+    };
+    let Some(cpu) = cpus
+        .split(',')
+        .nth(which)
+        .and_then(|c| c.trim().parse::<usize>().ok())
+    else {
+        return;
+    };
+    // SAFETY: a zeroed cpu_set_t is valid, and CPU_SET/sched_setaffinity
+    // get a pointer to it with its size.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(r, 0, "pinning to CPU {cpu}");
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -284,6 +309,7 @@ impl Exporter for EncodeOnly {
 const PIPELINE_REQUESTS: usize = 100 * BATCH;
 
 fn pipeline_ns(w: &[Exchange]) -> f64 {
+    pin(0);
     let mut t = table();
     let mut out = Vec::with_capacity(64);
     replay(&mut t, w, 0, 10_000, &mut out, drop);
@@ -303,7 +329,10 @@ fn pipeline_ns(w: &[Exchange]) -> f64 {
                 delay: Duration::from_millis(200),
             };
             let t0 = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
-            let worker = std::thread::spawn(move || run_batches(rx, exporter, cfg));
+            let worker = std::thread::spawn(move || {
+                pin(1);
+                run_batches(rx, exporter, cfg)
+            });
             let mut dropped = 0usize;
             let first = (r + 1) * PIPELINE_REQUESTS;
             for chunk in 0..PIPELINE_REQUESTS / BATCH {
