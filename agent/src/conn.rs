@@ -68,6 +68,8 @@ pub struct ConnTable {
     linker: Linker,
     /// The linker's tallies as last published into `stats`.
     link_published: [u64; 3],
+    /// Where span names are put together.
+    name_scratch: String,
 }
 
 impl ConnTable {
@@ -94,6 +96,7 @@ impl ConnTable {
             exchanges: Vec::new(),
             linker,
             link_published: [0; 3],
+            name_scratch: String::new(),
         }
     }
 
@@ -298,6 +301,7 @@ impl ConnTable {
                 &mut self.linker,
                 &self.selector,
                 &self.clock,
+                &mut self.name_scratch,
                 out,
             );
         }
@@ -319,6 +323,7 @@ impl ConnTable {
             &mut self.linker,
             &self.selector,
             &self.clock,
+            &mut self.name_scratch,
             out,
         );
     }
@@ -426,6 +431,7 @@ fn emit(
     linker: &mut Linker,
     selector: &Selector,
     clock: &BootClock,
+    name_scratch: &mut String,
     out: &mut Vec<Span>,
 ) {
     for ex in exchanges.drain(..) {
@@ -448,6 +454,7 @@ fn emit(
                 c.tls,
                 c.process.clone(),
                 clock,
+                name_scratch,
             ));
         }
     }

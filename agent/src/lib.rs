@@ -9,6 +9,7 @@ pub mod btf;
 pub mod capture;
 pub mod cidr;
 pub mod clock;
+pub mod compact;
 pub mod config;
 pub mod conn;
 pub mod export;

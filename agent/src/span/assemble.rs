@@ -1,11 +1,12 @@
 //! Turns a paired HTTP/1 exchange into a span with the OpenTelemetry HTTP
 //! semantic conventions, following DESIGN.md's status rules.
 
-use std::{borrow::Cow, net::SocketAddr, ops::Range, sync::Arc};
+use std::{net::SocketAddr, ops::Range, sync::Arc};
 
 use super::{AttrValue, Span, SpanKind, Status, route};
 use crate::{
     clock::BootClock,
+    compact::CompactStr,
     link::ReqCtx,
     process::ProcessInfo,
     protocol::http1::{Exchange, Outcome, Role},
@@ -55,18 +56,11 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// `sub`, a slice of `owner`, as its own String: `owner`'s buffer when
-/// `sub` starts it (the usual origin-form target, a Host without
-/// brackets), so the span takes over the parser's allocation instead of
-/// copying it; a copy otherwise.
-fn into_sub(mut owner: String, sub: Range<usize>) -> AttrValue {
-    let v = if sub.start == 0 {
-        owner.truncate(sub.end);
-        owner
-    } else {
-        owner.get(sub).unwrap_or_default().to_owned()
-    };
-    AttrValue::Str(Cow::Owned(v))
+/// `sub`, a slice of `owner`, as its own string (see
+/// [`CompactStr::into_sub`]: short ones inline, a long one that starts
+/// `owner` in `owner`'s allocation).
+fn into_sub(owner: CompactStr, sub: Range<usize>) -> AttrValue {
+    AttrValue::Str(owner.into_sub(sub))
 }
 
 /// Where `sub`, a subslice of `owner`, lies in it.
@@ -76,7 +70,8 @@ fn range_in(owner: &str, sub: &str) -> Range<usize> {
 }
 
 /// Takes the exchange and the context by value: their strings move into
-/// the span.
+/// the span. `scratch` is where the name is put together (a buffer kept
+/// by the caller, so that only the finished name is stored).
 pub fn span_from_exchange(
     ex: Exchange,
     ctx: ReqCtx,
@@ -84,6 +79,7 @@ pub fn span_from_exchange(
     tls: bool,
     process: Arc<ProcessInfo>,
     clock: &BootClock,
+    scratch: &mut String,
 ) -> Span {
     let kind = match ex.role {
         Role::Server => SpanKind::Server,
@@ -91,19 +87,21 @@ pub fn span_from_exchange(
     };
     let mut req = ex.request;
     let path = split_target(&req.target);
-    let known = KNOWN_METHODS.iter().find(|m| **m == req.method);
+    let known = KNOWN_METHODS.iter().find(|m| **m == req.method.as_str());
     let method: &'static str = known.copied().unwrap_or("_OTHER");
-    let mut name = String::with_capacity(method.len() + 1 + path.len() + 8);
-    name.push_str(method);
-    name.push(' ');
-    route::template_into(path, &mut name);
+    scratch.clear();
+    scratch.push_str(method);
+    scratch.push(' ');
+    route::template_into(path, scratch);
+    let name = CompactStr::new(scratch);
     let path = range_in(&req.target, path);
 
     // Keys and the values from a fixed set are static; the request's own
     // strings move in (see `into_sub`), addresses stay addresses: for a
-    // successful request the only new allocations are this Vec and the name.
+    // successful request with short strings the only new allocation is
+    // this Vec.
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    let st = |v: &'static str| AttrValue::Str(Cow::Borrowed(v));
+    let st = |v: &'static str| AttrValue::Str(CompactStr::from_static(v));
     attrs.push(("http.request.method", st(method)));
     if known.is_none() {
         let original = std::mem::take(&mut req.method);
@@ -249,7 +247,7 @@ mod tests {
     fn substrings_move_or_copy_out_of_their_owner() {
         let sub = |owner: &str, part: fn(&str) -> &str| {
             let range = range_in(owner, part(owner));
-            into_sub(owner.to_string(), range).to_string()
+            into_sub(CompactStr::new(owner), range).to_string()
         };
         assert_eq!(sub("/a/b?x=1", split_target), "/a/b");
         assert_eq!(sub("http://h:1/p?q", split_target), "/p");

@@ -20,9 +20,9 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
-
 pub use conn::Http1Conn;
+
+use crate::compact::CompactStr;
 
 /// Per-connection bounds; memory per connection is bounded by them.
 #[derive(Clone, Copy, Debug)]
@@ -57,13 +57,13 @@ pub enum Role {
 /// A parsed request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
-    /// As sent, e.g. "GET" (borrowed for the common methods).
-    pub method: Cow<'static, str>,
+    /// As sent, e.g. "GET".
+    pub method: CompactStr,
     /// Raw request-target, truncated (on a char boundary) to `max_target_len`.
-    pub target: String,
+    pub target: CompactStr,
     /// 0 or 1.
     pub version_minor: u8,
-    pub host: Option<String>,
+    pub host: Option<CompactStr>,
     pub content_length: Option<u64>,
     pub chunked: bool,
     /// Every value seen, in order (duplicates matter to trace context).

@@ -2,10 +2,9 @@
 //! [`RequestHead`] or [`ResponseHead`]. The start line was already
 //! validated by `head::StartMatcher`.
 
-use std::borrow::Cow;
-
 use super::head::{is_tchar, strip_cr};
 use super::{RequestHead, ResponseHead};
+use crate::compact::CompactStr;
 
 /// Splits a head into its start line (without line end; possibly partial)
 /// and the block of complete header lines after it. A truncated head's
@@ -27,18 +26,34 @@ struct Fields {
     content_length: Option<u64>,
     transfer_encoding: bool,
     chunked: bool,
-    host: Option<String>,
+    host: Option<CompactStr>,
     traceparent: Vec<String>,
     tracestate: Vec<String>,
     upgrade: bool,
 }
 
 fn lossy(b: &[u8]) -> String {
-    // Valid UTF-8 (ASCII, nearly always) is checked faster than it is
-    // converted lossily.
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `b` as text (lossy), cut to at most `max` bytes on a char boundary:
+/// no allocation when it is valid UTF-8 (checked faster than converted
+/// lossily) and short (see `CompactStr`).
+fn text(b: &[u8], max: usize) -> CompactStr {
+    let cut = |s: &str| {
+        let mut n = s.len().min(max);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        n
+    };
     match std::str::from_utf8(b) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(b).into_owned(),
+        Ok(s) => CompactStr::new(&s[..cut(s)]),
+        Err(_) => {
+            let mut s = lossy(b);
+            s.truncate(cut(&s));
+            CompactStr::from(s)
+        }
     }
 }
 
@@ -110,7 +125,7 @@ fn parse_fields(block: &[u8], request: bool) -> Option<Fields> {
             }
             _ if !request => {}
             4 if name.eq_ignore_ascii_case(b"host") => {
-                f.host.get_or_insert_with(|| lossy(value));
+                f.host.get_or_insert_with(|| text(value, usize::MAX));
             }
             11 if name.eq_ignore_ascii_case(b"traceparent") => f.traceparent.push(lossy(value)),
             10 if name.eq_ignore_ascii_case(b"tracestate") => f.tracestate.push(lossy(value)),
@@ -127,22 +142,11 @@ const COMMON_METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
 
-fn method(b: &[u8]) -> Cow<'static, str> {
+fn method(b: &[u8]) -> CompactStr {
     match COMMON_METHODS.iter().find(|m| m.as_bytes() == b) {
-        Some(m) => Cow::Borrowed(m),
-        None => Cow::Owned(lossy(b)),
+        Some(m) => CompactStr::from_static(m),
+        None => text(b, usize::MAX),
     }
-}
-
-fn truncate_target(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut n = max;
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        s.truncate(n);
-    }
-    s
 }
 
 #[derive(Debug)]
@@ -168,7 +172,7 @@ pub(super) fn parse_request(
     let f = parse_fields(block, true)?;
     let head = RequestHead {
         method: method(method_bytes),
-        target: truncate_target(lossy(target), max_target_len),
+        target: text(target, max_target_len),
         version_minor,
         host: f.host,
         content_length: f.content_length,
@@ -271,7 +275,10 @@ mod tests {
 
     #[test]
     fn lossy_text_is_valid_utf8_either_way() {
-        assert_eq!(lossy(b"example.com"), "example.com");
-        assert_eq!(lossy(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(text(b"example.com", 99), "example.com");
+        assert_eq!(text(b"a\xffb", 99), "a\u{fffd}b");
+        assert_eq!(text(b"a\xffb", 3), "a");
+        assert_eq!(text("aé".as_bytes(), 2), "a");
+        assert_eq!(text(b"abc", 0), "");
     }
 }
