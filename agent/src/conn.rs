@@ -19,7 +19,7 @@ use crate::{
     span::context::parse_inbound,
     span::{
         Span,
-        assemble::{Endpoints, span_from_exchange},
+        assemble::{Endpoints, Scratch, span_from_exchange},
     },
     stats::{Stats, add},
 };
@@ -68,8 +68,8 @@ pub struct ConnTable {
     linker: Linker,
     /// The linker's tallies as last published into `stats`.
     link_published: [u64; 3],
-    /// Where span names are put together.
-    name_scratch: String,
+    /// What span assembly reuses.
+    scratch: Scratch,
 }
 
 impl ConnTable {
@@ -96,7 +96,7 @@ impl ConnTable {
             exchanges: Vec::new(),
             linker,
             link_published: [0; 3],
-            name_scratch: String::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -301,7 +301,7 @@ impl ConnTable {
                 &mut self.linker,
                 &self.selector,
                 &self.clock,
-                &mut self.name_scratch,
+                &mut self.scratch,
                 out,
             );
         }
@@ -323,7 +323,7 @@ impl ConnTable {
             &mut self.linker,
             &self.selector,
             &self.clock,
-            &mut self.name_scratch,
+            &mut self.scratch,
             out,
         );
     }
@@ -431,7 +431,7 @@ fn emit(
     linker: &mut Linker,
     selector: &Selector,
     clock: &BootClock,
-    name_scratch: &mut String,
+    scratch: &mut Scratch,
     out: &mut Vec<Span>,
 ) {
     for ex in exchanges.drain(..) {
@@ -454,7 +454,7 @@ fn emit(
                 c.tls,
                 c.process.clone(),
                 clock,
-                name_scratch,
+                scratch,
             ));
         }
     }

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, ops::Range, sync::Arc};
 
-use super::{AttrValue, Span, SpanKind, Status, route};
+use super::{AttrValue, Span, SpanKind, Status, recycle::Spare, route};
 use crate::{
     clock::BootClock,
     compact::CompactStr,
@@ -69,9 +69,18 @@ fn range_in(owner: &str, sub: &str) -> Range<usize> {
     start..start + sub.len()
 }
 
+/// What span assembly reuses from span to span, kept by the caller.
+#[derive(Default)]
+pub struct Scratch {
+    /// Where the name is put together, so that only the finished name is
+    /// stored.
+    name: String,
+    /// Attribute lists (see `recycle`).
+    attrs: Spare,
+}
+
 /// Takes the exchange and the context by value: their strings move into
-/// the span. `scratch` is where the name is put together (a buffer kept
-/// by the caller, so that only the finished name is stored).
+/// the span.
 pub fn span_from_exchange(
     ex: Exchange,
     ctx: ReqCtx,
@@ -79,7 +88,7 @@ pub fn span_from_exchange(
     tls: bool,
     process: Arc<ProcessInfo>,
     clock: &BootClock,
-    scratch: &mut String,
+    scratch: &mut Scratch,
 ) -> Span {
     let kind = match ex.role {
         Role::Server => SpanKind::Server,
@@ -89,18 +98,18 @@ pub fn span_from_exchange(
     let path = split_target(&req.target);
     let known = KNOWN_METHODS.iter().find(|m| **m == req.method.as_str());
     let method: &'static str = known.copied().unwrap_or("_OTHER");
-    scratch.clear();
-    scratch.push_str(method);
-    scratch.push(' ');
-    route::template_into(path, scratch);
-    let name = CompactStr::new(scratch);
+    let buf = &mut scratch.name;
+    buf.clear();
+    buf.push_str(method);
+    buf.push(' ');
+    route::template_into(path, buf);
+    let name = CompactStr::new(buf);
     let path = range_in(&req.target, path);
 
     // Keys and the values from a fixed set are static; the request's own
     // strings move in (see `into_sub`), addresses stay addresses: for a
-    // successful request with short strings the only new allocation is
-    // this Vec.
-    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
+    // successful request with short strings nothing is allocated.
+    let mut attrs = scratch.attrs.take();
     let st = |v: &'static str| AttrValue::Str(CompactStr::from_static(v));
     attrs.push(("http.request.method", st(method)));
     if known.is_none() {

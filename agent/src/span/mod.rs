@@ -2,6 +2,7 @@
 
 pub mod assemble;
 pub mod context;
+pub mod recycle;
 pub mod route;
 
 use std::{net::IpAddr, sync::Arc};
