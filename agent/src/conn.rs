@@ -2,10 +2,7 @@
 //! Kernel events come in, keyed by (tgid, fd); HTTP/1 exchanges go to the
 //! parser of that connection; finished exchanges come out as spans.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use wirespan_common::event::{
     Direction, EventHeader, EventKind, FLAG_TLS,
@@ -14,6 +11,7 @@ use wirespan_common::event::{
 
 use crate::{
     clock::{BootClock, monotonic_now_ns},
+    inthash::IntMap,
     kernel_filter::{KernelFilter, Mute},
     link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
@@ -22,7 +20,7 @@ use crate::{
     span::context::parse_inbound,
     span::{
         Span,
-        assemble::{Endpoints, span_from_exchange},
+        assemble::{Endpoints, Scratch, span_from_exchange},
     },
     stats::{Stats, add},
 };
@@ -77,11 +75,11 @@ struct Conn {
 }
 
 pub struct ConnTable {
-    conns: HashMap<Key, Box<Conn>>,
+    conns: IntMap<Key, Box<Conn>>,
     max_conns: usize,
     procs: ProcessCache,
     /// Selection decision per pid, cleared with the process cache.
-    selected: HashMap<u32, bool>,
+    selected: IntMap<u32, bool>,
     selector: Selector,
     clock: BootClock,
     limits: Limits,
@@ -90,11 +88,13 @@ pub struct ConnTable {
     linker: Linker,
     /// The linker's tallies as last published into `stats`.
     link_published: [u64; 3],
+    /// What span assembly reuses.
+    scratch: Scratch,
     /// Where judgements go to the kernel (none in unit tests).
     filter: Option<Box<dyn KernelFilter>>,
     /// Connections accepted or connected under the agent, until their
-    /// first bytes (see `Conn::fresh`).
-    began: HashSet<Key>,
+    /// first bytes (see `Conn::judge`).
+    began: HashSet<Key, rustc_hash::FxBuildHasher>,
 }
 
 impl ConnTable {
@@ -110,10 +110,10 @@ impl ConnTable {
         linker: Linker,
     ) -> Self {
         Self {
-            conns: HashMap::new(),
+            conns: IntMap::default(),
             max_conns,
             procs: ProcessCache::new(4096),
-            selected: HashMap::new(),
+            selected: IntMap::default(),
             selector,
             clock,
             limits: Limits::default(),
@@ -121,8 +121,9 @@ impl ConnTable {
             exchanges: Vec::new(),
             linker,
             link_published: [0; 3],
+            scratch: Scratch::default(),
             filter: None,
-            began: HashSet::new(),
+            began: HashSet::default(),
         }
     }
 
@@ -386,6 +387,7 @@ impl ConnTable {
                 &mut self.linker,
                 &self.selector,
                 &self.clock,
+                &mut self.scratch,
                 out,
             );
         }
@@ -407,6 +409,7 @@ impl ConnTable {
             &mut self.linker,
             &self.selector,
             &self.clock,
+            &mut self.scratch,
             out,
         );
     }
@@ -514,6 +517,7 @@ fn emit(
     linker: &mut Linker,
     selector: &Selector,
     clock: &BootClock,
+    scratch: &mut Scratch,
     out: &mut Vec<Span>,
 ) {
     for ex in exchanges.drain(..) {
@@ -532,6 +536,7 @@ fn emit(
                 c.tls,
                 c.process.clone(),
                 clock,
+                scratch,
             ));
         }
     }

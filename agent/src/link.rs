@@ -17,6 +17,7 @@ use std::{
 use wirespan_common::event::{WireContext, user::KernelContext};
 
 use crate::{
+    inthash::IntMap,
     protocol::http1::RequestHead,
     span::{
         assemble::Endpoints,
@@ -109,8 +110,9 @@ pub struct Linker {
     /// an event loop (nginx, Node) with several requests in flight cannot
     /// tell us which one caused the call, and a wrong parent is worse than
     /// none.
-    active: HashMap<(u32, u32), Vec<(SpanContext, String)>>,
-    /// Client requests in flight, by connection, oldest first.
+    active: IntMap<(u32, u32), Vec<(SpanContext, String)>>,
+    /// Client requests in flight, by connection, oldest first. Keyed by
+    /// addresses and ports a peer can choose: std's DoS-resistant hasher.
     peers: HashMap<PeerKey, VecDeque<(SpanContext, String)>>,
     pub resets: u64,
     pub invalid_traceparents: u64,

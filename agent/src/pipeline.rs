@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::{
     export::{Exporter, ShutdownDeadline},
-    span::Span,
+    span::{Span, recycle},
     stats::{Stats, add},
 };
 
@@ -210,7 +210,7 @@ pub fn run_batches(rx: Receiver<Span>, mut exporter: Box<dyn Exporter>, cfg: Bat
         };
         // The exporter counts the outcome and warns when it must.
         let _ = exporter.export(&batch);
-        batch.clear();
+        recycle::give_back(&mut batch);
         if done {
             break;
         }

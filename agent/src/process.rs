@@ -3,13 +3,12 @@
 //! the process's OpenTelemetry Resource.
 
 use std::{
-    collections::HashMap,
     fs,
     path::PathBuf,
     sync::{Arc, OnceLock},
 };
 
-use crate::otel_env::parse::kv_list_lenient;
+use crate::{inthash::IntMap, otel_env::parse::kv_list_lenient};
 
 /// Longest command line kept (bytes).
 const MAX_CMDLINE: usize = 1024;
@@ -153,7 +152,7 @@ fn env_var(environ: &[u8], name: &[u8]) -> Option<String> {
 /// Cache of [`ProcessInfo`] by pid, bounded: when full it is cleared and
 /// refilled from /proc, which is cheap compared with unbounded growth.
 pub struct ProcessCache {
-    map: HashMap<u32, Arc<ProcessInfo>>,
+    map: IntMap<u32, Arc<ProcessInfo>>,
     cap: usize,
     pub evictions: u64,
 }
@@ -161,7 +160,7 @@ pub struct ProcessCache {
 impl ProcessCache {
     pub fn new(cap: usize) -> Self {
         Self {
-            map: HashMap::new(),
+            map: IntMap::default(),
             cap,
             evictions: 0,
         }

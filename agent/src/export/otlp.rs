@@ -96,7 +96,7 @@ fn span(sp: &Span) -> PSpan {
         span_id: sp.span_id.to_vec(),
         parent_span_id: sp.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         trace_state: sp.trace_state.clone(),
-        name: sp.name.clone(),
+        name: sp.name.to_string(),
         kind: match sp.kind {
             SpanKind::Server => PKind::Server as i32,
             SpanKind::Client => PKind::Client as i32,
@@ -148,7 +148,7 @@ pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::process::ProcessInfo;
+    use crate::{compact::CompactStr, process::ProcessInfo};
 
     /// Also the spans of `otlp_encode`'s tests.
     pub(in crate::export) fn span(pid: u32, name: &str, status: Status) -> Span {
@@ -157,7 +157,7 @@ pub(super) mod tests {
             span_id: [0xcd; 8],
             parent_span_id: None,
             trace_state: String::new(),
-            name: name.into(),
+            name: CompactStr::new(name),
             kind: SpanKind::Server,
             start_unix_ns: 1_700_000_000_000_000_000,
             end_unix_ns: 1_700_000_000_000_001_000,

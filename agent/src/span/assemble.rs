@@ -1,11 +1,12 @@
 //! Turns a paired HTTP/1 exchange into a span with the OpenTelemetry HTTP
 //! semantic conventions, following DESIGN.md's status rules.
 
-use std::{borrow::Cow, net::SocketAddr, ops::Range, sync::Arc};
+use std::{net::SocketAddr, ops::Range, sync::Arc};
 
-use super::{AttrValue, Span, SpanKind, Status, route};
+use super::{AttrValue, Span, SpanKind, Status, recycle::Spare, route};
 use crate::{
     clock::BootClock,
+    compact::CompactStr,
     link::ReqCtx,
     process::ProcessInfo,
     protocol::http1::{Exchange, Outcome, Role},
@@ -25,9 +26,18 @@ const KNOWN_METHODS: [&str; 9] = [
 
 fn split_target(target: &str) -> &str {
     // origin-form `/p?q`, absolute-form `http://h/p?q` (proxies), or `*`.
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    match path.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+    // By bytes (all the delimiters are ASCII, so every cut is on a char
+    // boundary): str's multi-char and substring searches cost more to set
+    // up than these short targets take to scan.
+    let end = memchr::memchr2(b'?', b'#', target.as_bytes()).unwrap_or(target.len());
+    let path = target.get(..end).unwrap_or(target);
+    let b = path.as_bytes();
+    // The first "://".
+    match memchr::memchr_iter(b':', b).find(|&i| b[i + 1..].starts_with(b"//")) {
+        Some(i) => {
+            let rest = path.get(i + 3..).unwrap_or_default();
+            rest.find('/').map_or("/", |j| &rest[j..])
+        }
         None => path,
     }
 }
@@ -46,24 +56,27 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// `sub`, a slice of `owner`, as its own String: `owner`'s buffer when
-/// `sub` starts it (the usual origin-form target, a Host without
-/// brackets), so the span takes over the parser's allocation instead of
-/// copying it; a copy otherwise.
-fn into_sub(mut owner: String, sub: Range<usize>) -> AttrValue {
-    let v = if sub.start == 0 {
-        owner.truncate(sub.end);
-        owner
-    } else {
-        owner.get(sub).unwrap_or_default().to_owned()
-    };
-    AttrValue::Str(Cow::Owned(v))
+/// `sub`, a slice of `owner`, as its own string (see
+/// [`CompactStr::into_sub`]: short ones inline, a long one that starts
+/// `owner` in `owner`'s allocation).
+fn into_sub(owner: CompactStr, sub: Range<usize>) -> AttrValue {
+    AttrValue::Str(owner.into_sub(sub))
 }
 
 /// Where `sub`, a subslice of `owner`, lies in it.
 fn range_in(owner: &str, sub: &str) -> Range<usize> {
     let start = (sub.as_ptr() as usize).wrapping_sub(owner.as_ptr() as usize);
     start..start + sub.len()
+}
+
+/// What span assembly reuses from span to span, kept by the caller.
+#[derive(Default)]
+pub struct Scratch {
+    /// Where the name is put together, so that only the finished name is
+    /// stored.
+    name: String,
+    /// Attribute lists (see `recycle`).
+    attrs: Spare,
 }
 
 /// Takes the exchange and the context by value: their strings move into
@@ -75,6 +88,7 @@ pub fn span_from_exchange(
     tls: bool,
     process: Arc<ProcessInfo>,
     clock: &BootClock,
+    scratch: &mut Scratch,
 ) -> Span {
     let kind = match ex.role {
         Role::Server => SpanKind::Server,
@@ -82,26 +96,25 @@ pub fn span_from_exchange(
     };
     let mut req = ex.request;
     let path = split_target(&req.target);
-    let known = KNOWN_METHODS.iter().find(|m| **m == req.method);
+    let known = KNOWN_METHODS.iter().find(|m| **m == req.method.as_str());
     let method: &'static str = known.copied().unwrap_or("_OTHER");
-    let mut name = String::with_capacity(method.len() + 1 + path.len() + 8);
-    name.push_str(method);
-    name.push(' ');
-    route::template_into(path, &mut name);
+    let buf = &mut scratch.name;
+    buf.clear();
+    buf.push_str(method);
+    buf.push(' ');
+    route::template_into(path, buf);
+    let name = CompactStr::new(buf);
     let path = range_in(&req.target, path);
 
     // Keys and the values from a fixed set are static; the request's own
     // strings move in (see `into_sub`), addresses stay addresses: for a
-    // successful request the only new allocations are this Vec and the name.
-    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    let st = |v: &'static str| AttrValue::Str(Cow::Borrowed(v));
+    // successful request with short strings nothing is allocated.
+    let mut attrs = scratch.attrs.take();
+    let st = |v: &'static str| AttrValue::Str(CompactStr::from_static(v));
     attrs.push(("http.request.method", st(method)));
     if known.is_none() {
         let original = std::mem::take(&mut req.method);
-        attrs.push((
-            "http.request.method_original",
-            AttrValue::Str(original.into()),
-        ));
+        attrs.push(("http.request.method_original", AttrValue::Str(original)));
     }
     attrs.push(("url.path", into_sub(std::mem::take(&mut req.target), path)));
     attrs.push(("url.scheme", st(if tls { "https" } else { "http" })));
@@ -204,11 +217,46 @@ mod tests {
         assert_eq!(split_host("::1"), ("::1", None));
     }
 
+    /// The rule as first written, with str's searches.
+    fn split_target_by_str(target: &str) -> &str {
+        let path = target.split(['?', '#']).next().unwrap_or(target);
+        match path.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => path,
+        }
+    }
+
+    #[test]
+    fn targets_split_as_by_str_searches() {
+        let targets = [
+            "",
+            "/",
+            "*",
+            "/a/b?x=1#f",
+            "/a#f?x",
+            "http://h",
+            "http://h/",
+            "https://h:1/p/q?r",
+            "/r?u=http://x/y",
+            "/a://b",
+            "/a://b/c",
+            "a:/b",
+            "a:",
+            "a://",
+            ":://x/y",
+            "/é?é",
+            "é://é/é",
+        ];
+        for t in targets {
+            assert_eq!(split_target(t), split_target_by_str(t), "{t:?}");
+        }
+    }
+
     #[test]
     fn substrings_move_or_copy_out_of_their_owner() {
         let sub = |owner: &str, part: fn(&str) -> &str| {
             let range = range_in(owner, part(owner));
-            into_sub(owner.to_string(), range).to_string()
+            into_sub(CompactStr::new(owner), range).to_string()
         };
         assert_eq!(sub("/a/b?x=1", split_target), "/a/b");
         assert_eq!(sub("http://h:1/p?q", split_target), "/p");

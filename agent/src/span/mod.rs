@@ -2,11 +2,12 @@
 
 pub mod assemble;
 pub mod context;
+pub mod recycle;
 pub mod route;
 
-use std::{borrow::Cow, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
-use crate::process::ProcessInfo;
+use crate::{compact::CompactStr, process::ProcessInfo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanKind {
@@ -16,9 +17,9 @@ pub enum SpanKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttrValue {
-    /// Borrowed for values from a fixed set (methods, schemes, versions,
-    /// error types): no allocation per span for those.
-    Str(Cow<'static, str>),
+    /// Static for values from a fixed set (methods, schemes, versions,
+    /// error types), inline when short: no allocation per span for those.
+    Str(CompactStr),
     Int(i64),
     /// An IP address, exported as its string: kept as the address so that
     /// assembly allocates nothing for it (the peer's address is two
@@ -49,7 +50,7 @@ pub struct Span {
     pub parent_span_id: Option<[u8; 8]>,
     /// W3C tracestate carried with the trace (empty when none).
     pub trace_state: String,
-    pub name: String,
+    pub name: CompactStr,
     pub kind: SpanKind,
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,

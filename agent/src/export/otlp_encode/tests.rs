@@ -71,3 +71,28 @@ fn bytes_equal_prosts_encoding_of_the_request() {
     let many: Vec<Span> = (0..600).map(|i| span(p1, &"n".repeat(i))).collect();
     assert_same_as_prost(&many);
 }
+
+#[test]
+fn varints_and_keys_as_prost_writes_them() {
+    let values = (0..64)
+        .flat_map(|shift| [1u64 << shift, (1u64 << shift) - 1, (1u64 << shift) + 1])
+        .chain([0, u64::MAX, -1i64 as u64]);
+    for v in values {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        encode_varint(v, &mut ours);
+        prost::encoding::encode_varint(v, &mut theirs);
+        assert_eq!(ours, theirs, "{v}");
+    }
+    for tag in [1, 2, 15, 16, 2047, 2048, 536_870_911] {
+        for wt in [
+            WireType::Varint,
+            WireType::LengthDelimited,
+            WireType::SixtyFourBit,
+        ] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            encode_key(tag, wt, &mut ours);
+            prost::encoding::encode_key(tag, wt, &mut theirs);
+            assert_eq!(ours, theirs, "{tag} {wt:?}");
+        }
+    }
+}

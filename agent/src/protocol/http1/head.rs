@@ -16,14 +16,93 @@ pub(super) enum Kind {
 const VERSION_PREFIX: &[u8; 7] = b"HTTP/1.";
 const MAX_METHOD_LEN: u8 = 20;
 
-/// RFC 9110 `tchar`.
+/// RFC 9110 `tchar`, by table: it is asked for every byte of every
+/// method and header field name.
 pub(super) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Visible ASCII or obs-text: what a request-target may contain here.
 fn is_target_byte(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// `HTTP/1.0` or `HTTP/1.1`.
+fn is_version(v: &[u8]) -> bool {
+    matches!(v, [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1'])
+}
+
+/// Whether `line` (through its first `\n`) is a request line: what the
+/// byte-wise grammar (`step_req`) accepts, checked a line at a time.
+fn is_request_line(line: &[u8]) -> bool {
+    let Some(l) = line.strip_suffix(b"\n") else {
+        return false;
+    };
+    let l = strip_cr(l);
+    let Some(sp) = l.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (method, rest) = (&l[..sp], &l[sp + 1..]);
+    // The target holds no space, so the version is the last 8 bytes and
+    // the space before them ends the target.
+    let Some(target_len) = rest.len().checked_sub(9).filter(|&n| n > 0) else {
+        return false;
+    };
+    let (target, version) = rest.split_at(target_len);
+    (1..=usize::from(MAX_METHOD_LEN)).contains(&method.len())
+        && method.iter().all(|&b| is_tchar(b))
+        && target.iter().all(|&b| is_target_byte(b))
+        && version[0] == b' '
+        && is_version(&version[1..])
+}
+
+/// Whether `line` (through its first `\n`) is a response status line:
+/// what `step_resp` accepts, a line at a time.
+fn is_response_line(line: &[u8]) -> bool {
+    let Some(l) = line.strip_suffix(b"\n") else {
+        return false;
+    };
+    let l = strip_cr(l);
+    let status_ok = |s: &[u8]| matches!(s, [b'1'..=b'5', b'0'..=b'9', b'0'..=b'9']);
+    l.len() >= 12
+        && is_version(&l[..8])
+        && l[8] == b' '
+        && status_ok(&l[9..12])
+        && match l.get(12) {
+            None => true,
+            Some(b' ') => l[13..]
+                .iter()
+                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+            Some(_) => false,
+        }
 }
 
 /// Byte `i` (0..8) of `HTTP/1.0` or `HTTP/1.1`.
@@ -119,6 +198,19 @@ impl StartMatcher {
             Match::Dead
         } else {
             Match::Alive
+        }
+    }
+
+    /// What this matcher, fresh, would end `Done` with after the bytes of
+    /// `line` (through its first `\n`); `None` when it would not (it may
+    /// die earlier: the byte-wise path then says where).
+    fn whole_line(&self, line: &[u8]) -> Option<Kind> {
+        if self.req != Req::Dead && is_request_line(line) {
+            Some(Kind::Request)
+        } else if self.resp != Resp::Dead && is_response_line(line) {
+            Some(Kind::Response)
+        } else {
+            None
         }
     }
 
@@ -223,6 +315,41 @@ impl HeadBuf {
         &self.buf
     }
 
+    /// The head's bytes, taken out; the buffer is left reset (see
+    /// [`HeadBuf::reset`]).
+    pub(super) fn take(&mut self) -> Vec<u8> {
+        let buf = std::mem::take(&mut self.buf);
+        self.reset();
+        buf
+    }
+
+    /// When nothing of this head was taken yet and `data` begins with the
+    /// whole of it, within `max` bytes: its kind, the length of its start
+    /// line and its whole length. What [`HeadBuf::consume`] would find
+    /// (`StartLine`, then `Complete`), without copying the bytes: a head
+    /// usually arrives in one read, and then it is parsed where it lies.
+    pub(super) fn whole(&self, data: &[u8], max: usize) -> Option<(Kind, usize, usize)> {
+        if !self.buf.is_empty() || self.kind.is_some() {
+            return None;
+        }
+        // `consume` takes a head of `n` bytes iff `n <= max`.
+        let data = &data[..data.len().min(max)];
+        let line_len = memchr::memchr(b'\n', data)? + 1;
+        let kind = self.matcher.whole_line(&data[..line_len])?;
+        // The first empty line (`\n` or `\r\n`) after the start line: the
+        // line after a `\n` at `i` is empty when `i + 1` holds `\n` or
+        // `\r\n`. One scan for the newlines rather than one per line.
+        let from = line_len - 1;
+        memchr::memchr_iter(b'\n', &data[from..]).find_map(|i| {
+            let next = from + i + 1;
+            match data.get(next..) {
+                Some([b'\n', ..]) => Some((kind, line_len, next + 1)),
+                Some([b'\r', b'\n', ..]) => Some((kind, line_len, next + 2)),
+                _ => None,
+            }
+        })
+    }
+
     /// Takes head bytes from `data`; returns how many were consumed.
     pub(super) fn consume(&mut self, data: &[u8], max: usize) -> (usize, HeadStep) {
         let mut i = 0;
@@ -276,4 +403,98 @@ impl HeadBuf {
 
 pub(super) fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the byte-wise matcher ends with after `line`'s bytes.
+    fn bytewise(mut m: StartMatcher, line: &[u8]) -> Option<Kind> {
+        for &b in line {
+            match m.push(b) {
+                Match::Alive => {}
+                Match::Done(k) => return Some(k),
+                Match::Dead => return None,
+            }
+        }
+        None
+    }
+
+    /// The line-at-a-time check says exactly what the byte-wise grammar
+    /// says, on start lines and on every one-byte change to them.
+    #[test]
+    fn whole_lines_match_the_bytewise_grammar() {
+        let lines: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\n",
+            b"GET /a?b=c HTTP/1.0\n",
+            b"M-SEARCH * HTTP/1.1\r\n",
+            b"ABCDEFGHIJKLMNOPQRST /x HTTP/1.1\r\n",
+            b"ABCDEFGHIJKLMNOPQRSTU /x HTTP/1.1\r\n",
+            b"GET  HTTP/1.1\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 404\n",
+            b"HTTP/1.1 503 \r\n",
+            b"HTTP/1.1 200 A \tb\xff\r\n",
+            b"HTTP/1.1 600 X\r\n",
+            b"HTTP/1.1 20 X\r\n",
+            b"\r\n",
+        ];
+        let alphabet = b" \t\r\nHTP/1.0259AaZ-*\x7f\x80\x00";
+        let mut checked = 0;
+        for line in lines {
+            let mut variants = vec![line.to_vec()];
+            for i in 0..line.len() {
+                for &b in alphabet {
+                    let mut v = line.to_vec();
+                    v[i] = b;
+                    variants.push(v.clone());
+                    v.insert(i, b);
+                    variants.push(v.clone());
+                    v.remove(i);
+                    v.remove(i);
+                    variants.push(v);
+                }
+            }
+            for v in variants {
+                let Some(eol) = v.iter().position(|&b| b == b'\n') else {
+                    continue;
+                };
+                let v = &v[..=eol];
+                for (req, resp) in [(true, true), (true, false), (false, true)] {
+                    let m = StartMatcher::new(req, resp);
+                    assert_eq!(
+                        m.whole_line(v),
+                        bytewise(m, v),
+                        "{:?} requests {req} responses {resp}",
+                        String::from_utf8_lossy(v)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
+
+    #[test]
+    fn whole_heads_only_when_complete_and_within_the_limit() {
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody";
+        let mut h = HeadBuf::new();
+        h.begin(true, true);
+        assert_eq!(h.whole(head, 1000), Some((Kind::Request, 16, 27)));
+        assert_eq!(h.whole(head, 27), Some((Kind::Request, 16, 27)));
+        assert_eq!(h.whole(head, 26), None);
+        assert_eq!(h.whole(&head[..26], 1000), None);
+        assert_eq!(
+            h.whole(b"HTTP/1.1 204 No\n\n", 1000),
+            Some((Kind::Response, 16, 17))
+        );
+        h.begin(false, true);
+        assert_eq!(h.whole(head, 1000), None);
+        // Once bytes were buffered, the head is finished byte-wise.
+        h.begin(true, true);
+        assert_eq!(h.consume(b"GET", 1000), (3, HeadStep::NeedMore));
+        assert_eq!(h.whole(head, 1000), None);
+    }
 }

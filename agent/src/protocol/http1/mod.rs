@@ -22,6 +22,8 @@ mod tests;
 
 pub use conn::Http1Conn;
 
+use crate::compact::CompactStr;
+
 /// Per-connection bounds; memory per connection is bounded by them.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -56,12 +58,12 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
     /// As sent, e.g. "GET".
-    pub method: String,
+    pub method: CompactStr,
     /// Raw request-target, truncated (on a char boundary) to `max_target_len`.
-    pub target: String,
+    pub target: CompactStr,
     /// 0 or 1.
     pub version_minor: u8,
-    pub host: Option<String>,
+    pub host: Option<CompactStr>,
     pub content_length: Option<u64>,
     pub chunked: bool,
     /// Every value seen, in order (duplicates matter to trace context).

@@ -49,13 +49,27 @@ impl Http1Conn {
     /// right: a request leaves a tombstone, a final response uses up the
     /// oldest request.
     pub(super) fn abandon(&mut self, d: usize, t_last: u64, out: &mut Vec<Exchange>) {
-        let side = &self.sides[d];
-        match side.head.kind() {
+        let head = &self.sides[d].head;
+        let (kind, status) = (head.kind(), parse::response_status(head.bytes()));
+        self.abandon_as(d, kind, status, t_last, out);
+    }
+
+    /// [`Http1Conn::abandon`] for a head whose start line was `kind`
+    /// (`None`: never complete) and, for a response, said `status`.
+    fn abandon_as(
+        &mut self,
+        d: usize,
+        kind: Option<Kind>,
+        status: u16,
+        t_last: u64,
+        out: &mut Vec<Exchange>,
+    ) {
+        match kind {
             Some(Kind::Request) => {
-                let start = side.msg_start;
+                let start = self.sides[d].msg_start;
                 self.push_pending(None, start, t_last, out);
             }
-            Some(Kind::Response) if !is_interim(parse::response_status(side.head.bytes())) => {
+            Some(Kind::Response) if !is_interim(status) => {
                 let answered = self.pending.pop_front();
                 self.counters.orphan_responses += u64::from(answered.is_none());
             }
@@ -64,7 +78,8 @@ impl Http1Conn {
         self.sides[d].lose_sync();
     }
 
-    /// A head is complete (`gap: None`) or was cut by a gap of `gap` bytes.
+    /// The head in the side's buffer is complete (`gap: None`) or was cut
+    /// by a gap of `gap` bytes.
     pub(super) fn on_head(
         &mut self,
         d: usize,
@@ -72,9 +87,29 @@ impl Http1Conn {
         t_last: u64,
         out: &mut Vec<Exchange>,
     ) {
-        match self.sides[d].head.kind_or_partial() {
-            Some(Kind::Request) => self.on_request_head(d, gap, t_last, out),
-            Some(Kind::Response) => self.on_response_head(d, gap, t_last, out),
+        let head = &mut self.sides[d].head;
+        let (kind, started) = (head.kind_or_partial(), head.kind());
+        let bytes = head.take();
+        self.on_head_bytes(d, kind, started, &bytes, gap, t_last, out);
+    }
+
+    /// A head whose bytes are `head`, read as `kind`; `started` is the
+    /// kind of its start line if that line was complete (what pairing
+    /// must account for when the head is given up).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_head_bytes(
+        &mut self,
+        d: usize,
+        kind: Option<Kind>,
+        started: Option<Kind>,
+        head: &[u8],
+        gap: Option<u64>,
+        t_last: u64,
+        out: &mut Vec<Exchange>,
+    ) {
+        match kind {
+            Some(Kind::Request) => self.on_request_head(d, started, head, gap, t_last, out),
+            Some(Kind::Response) => self.on_response_head(d, started, head, gap, t_last, out),
             None => self.sides[d].lose_sync(),
         }
     }
@@ -82,18 +117,18 @@ impl Http1Conn {
     fn on_request_head(
         &mut self,
         d: usize,
+        started: Option<Kind>,
+        head: &[u8],
         gap: Option<u64>,
         t_last: u64,
         out: &mut Vec<Exchange>,
     ) {
-        let side = &mut self.sides[d];
-        let parsed =
-            parse::parse_request(side.head.bytes(), gap.is_some(), self.limits.max_target_len);
+        let parsed = parse::parse_request(head, gap.is_some(), self.limits.max_target_len);
         let Some(p) = parsed else {
             self.counters.malformed += 1;
-            return self.abandon(d, t_last, out);
+            return self.abandon_as(d, started, 0, t_last, out);
         };
-        side.head.reset();
+        let side = &mut self.sides[d];
         let start = side.msg_start;
         let body = if p.head.chunked {
             Some(Body::chunked())
@@ -123,17 +158,19 @@ impl Http1Conn {
     fn on_response_head(
         &mut self,
         d: usize,
+        started: Option<Kind>,
+        head: &[u8],
         gap: Option<u64>,
         t_last: u64,
         out: &mut Vec<Exchange>,
     ) {
-        let side = &mut self.sides[d];
-        let parsed = parse::parse_response(side.head.bytes(), gap.is_some());
+        let parsed = parse::parse_response(head, gap.is_some());
         let Ok(p) = parsed else {
             self.counters.malformed += 1;
-            return self.abandon(d, t_last, out);
+            let status = parse::response_status(head);
+            return self.abandon_as(d, started, status, t_last, out);
         };
-        side.head.reset();
+        let side = &mut self.sides[d];
         let start = side.msg_start;
         side.loose = gap.is_some();
         let status = p.head.status;
@@ -148,7 +185,7 @@ impl Http1Conn {
         let method = req
             .as_ref()
             .and_then(|r| r.head.as_ref())
-            .map(|h| h.method.as_str());
+            .map(|h| &*h.method);
         if status == 101 || (method == Some("CONNECT") && (200..300).contains(&status)) {
             self.emit(
                 req,

@@ -244,6 +244,20 @@ impl Http1Conn {
                     }
                 }
                 State::Head { candidate } => {
+                    let max = self.limits.max_head_bytes;
+                    if let Some((kind, line, len)) = self.sides[d].head.whole(&data[pos..], max) {
+                        // The whole head is here: what the byte-wise path
+                        // below would do, without buffering it.
+                        self.on_start_line(d, kind, candidate);
+                        if matches!(self.sides[d].state, State::Head { .. }) {
+                            let head = &data[pos..pos + len];
+                            self.on_head_bytes(d, Some(kind), Some(kind), head, None, t_last, out);
+                            pos += len;
+                        } else {
+                            pos += line;
+                        }
+                        continue;
+                    }
                     let (n, step) = self.sides[d]
                         .head
                         .consume(&data[pos..], self.limits.max_head_bytes);

@@ -146,11 +146,7 @@ fn connect_tunnel_is_opaque_after_2xx() {
     h.feed(IN, b"HTTP/1.1 200 Connection established\r\n\r\n");
     let e = h.one();
     assert_eq!(
-        (
-            e.request.method.as_str(),
-            e.request.target.as_str(),
-            status(&e)
-        ),
+        (&*e.request.method, e.request.target.as_str(), status(&e)),
         ("CONNECT", "db.internal:5432", 200)
     );
     assert!(h.c.is_opaque());

@@ -83,7 +83,7 @@ Transfer-Encoding: chunked\r\n\r\n1a\r\n{\"order\":\"o-9\",\"ok\":tru",
     let e = h.one();
     assert_eq!(e.role, Role::Client);
     assert_eq!(
-        (e.request.method.as_str(), e.request.target.as_str()),
+        (&*e.request.method, e.request.target.as_str()),
         ("POST", "/v2/orders")
     );
     assert_eq!(e.request.host.as_deref(), Some("orders.svc.cluster.local"));

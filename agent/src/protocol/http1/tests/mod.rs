@@ -10,6 +10,8 @@ mod split;
 
 use wirespan_common::event::Direction;
 
+use crate::compact::CompactStr;
+
 use super::{
     Exchange, Http1Conn, IncompleteReason, Limits, Outcome, RequestHead, ResponseHead, Role,
 };
@@ -86,8 +88,8 @@ pub(super) fn ok(status: u16, body: &str) -> Vec<u8> {
 
 pub(super) fn req_head(method: &str, target: &str) -> RequestHead {
     RequestHead {
-        method: method.into(),
-        target: target.into(),
+        method: CompactStr::new(method),
+        target: CompactStr::new(target),
         version_minor: 1,
         host: Some("example.com".into()),
         content_length: None,

@@ -156,7 +156,7 @@ fn head_too_large() {
     let got: Vec<_> = h
         .take()
         .iter()
-        .map(|e| (e.request.target.clone(), status(e)))
+        .map(|e| (e.request.target.to_string(), status(e)))
         .collect();
     assert_eq!(got, [("/1".to_string(), 200), ("/3".to_string(), 202)]);
     // A start line alone beyond the limit, on a synced side.
