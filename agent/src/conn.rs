@@ -12,7 +12,7 @@ use wirespan_common::event::{
 use crate::{
     clock::{BootClock, monotonic_now_ns},
     inthash::IntMap,
-    kernel_filter::{KernelFilter, Mute},
+    kernel_filter::{KernelFilter, Mute, Muted},
     link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
     protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
@@ -586,10 +586,11 @@ fn mute(
     };
     let first = c.muted.is_none();
     c.muted = Some((mute, monotonic_now_ns()));
-    if !f.mute(h.tgid, h.fd, h.sk, mute) {
-        add(&stats.kernel_filter_refused, 1);
-    } else if first {
-        add(&stats.conns_muted, 1);
+    match f.mute(h.tgid, h.fd, h.sk, mute) {
+        // Counted once per connection, not per renewal.
+        Muted::Yes if first => add(&stats.conns_muted, 1),
+        Muted::Yes | Muted::Gone => {}
+        Muted::Refused => add(&stats.kernel_filter_refused, 1),
     }
 }
 

@@ -7,7 +7,10 @@
 //! CPU, never a span.
 
 use anyhow::Context;
-use aya::maps::{HashMap, MapData};
+use aya::{
+    maps::{HashMap, MapData, MapError},
+    sys::SyscallError,
+};
 use wirespan_common::maps::{
     SOCKET_FDS, SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, UNTRACED_PIDS,
 };
@@ -34,14 +37,24 @@ impl Mute {
     }
 }
 
+/// What became of a mute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Muted {
+    Yes,
+    /// The fd no longer holds that socket (closed, or reused): nothing
+    /// left to mute.
+    Gone,
+    /// The kernel refused the update.
+    Refused,
+}
+
 /// Where the connection table sends its judgements.
 pub trait KernelFilter: Send {
     /// The process `tgid` is not traced. False when the kernel refused.
     fn untrace_process(&mut self, tgid: u32) -> bool;
     /// The connection on `fd` of `tgid`, socket `sk`, sends no more of what
-    /// `mute` says. False when the kernel refused (the fd no longer holds
-    /// that socket is not a refusal: there is nothing left to mute).
-    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> bool;
+    /// `mute` says.
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Muted;
 }
 
 /// The kernel maps behind [`KernelFilter`].
@@ -104,20 +117,27 @@ impl KernelFilter for KernelMaps {
         true
     }
 
-    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> bool {
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Muted {
         let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
         // Only the entry of this very socket: the fd may have been closed
         // (entry gone) or reused since. A socket swapped in between the get
         // and the update keeps working: the kernel mutes only when the
         // value's socket is the one in hand.
         let Ok(value) = self.socks.get(&key, 0) else {
-            return true;
+            return Muted::Gone;
         };
         if value & !SOCKET_MUTE_BITS != sk {
-            return true;
+            return Muted::Gone;
         }
-        self.socks
-            .insert(key, value | mute.bits(), BPF_EXIST)
-            .is_ok()
+        match self.socks.insert(key, value | mute.bits(), BPF_EXIST) {
+            Ok(()) => Muted::Yes,
+            // Closed between the get and the update (BPF_EXIST found none).
+            Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Muted::Gone
+            }
+            Err(_) => Muted::Refused,
+        }
     }
 }

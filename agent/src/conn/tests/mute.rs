@@ -7,7 +7,7 @@ use super::*;
 use crate::{
     clock::monotonic_now_ns,
     conn::NOT_HTTP_AFTER,
-    kernel_filter::{KernelFilter, Mute},
+    kernel_filter::{KernelFilter, Mute, Muted},
 };
 
 #[derive(Default)]
@@ -26,9 +26,9 @@ impl KernelFilter for Recorder {
         true
     }
 
-    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> bool {
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Muted {
         self.0.lock().unwrap().muted.push((tgid, fd, sk, mute));
-        true
+        Muted::Yes
     }
 }
 
