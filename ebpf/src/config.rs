@@ -25,8 +25,8 @@ pub fn get() -> KernelConfig {
 }
 
 /// True when the calling process must not be traced: the agent itself, a
-/// process outside `--pid` when that was given, or one the agent judged
-/// untraced (see [`unselected`]).
+/// process outside `--pid` when that was given (see [`unselected`]), or one
+/// the agent judged untraced (UNTRACED_PIDS, with `--exe-path`).
 #[inline(always)]
 pub fn ignored(tgid: u32) -> bool {
     let cfg = get();
