@@ -365,7 +365,13 @@ impl ConnTable {
         );
         count_parser(&self.stats, before, c.http.counters());
         if c.judge > 0 && !tls_bytes {
-            c.judge = if c.http.is_http() { 0 } else { c.judge - 1 };
+            if c.http.is_http() {
+                c.judge = 0;
+            } else if !c.http.start_line_pending() {
+                // A start line still matching (sent a few bytes at a time)
+                // is not counted against the connection.
+                c.judge -= 1;
+            }
             if c.judge == 0 && !c.http.is_http() {
                 // Its socket bytes are not HTTP. (Its TLS plaintext may be:
                 // these bytes may have been a handshake.)

@@ -205,6 +205,21 @@ pub fn scrape_until(
     }
 }
 
+/// Scrapes until exit-line counter `name` (see [`sample_of_counter`])
+/// reaches `at_least`, within the span timeout; panics saying `what` never
+/// happened, with the last scrape. Returns that scrape.
+pub fn wait_for_counter(addr: SocketAddr, name: &str, at_least: u64, what: &str) -> Scrape {
+    let (scrape, done) = scrape_until(addr, crate::agent::span_timeout(), |s| {
+        s.counter(name).unwrap_or(0) >= at_least
+    });
+    assert!(
+        done,
+        "{what}: {name} never reached {at_least}:\n{}",
+        scrape.text
+    );
+    scrape
+}
+
 /// The kernel's counters in the exit line (common's `Counter::ALL`).
 pub const KERNEL_COUNTERS: [&str; 18] = [
     "ringbuf_full",

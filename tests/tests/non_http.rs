@@ -109,14 +109,7 @@ fn random_bytes_through_echo_server() {
             // Five messages are ten syscalls of the echo server: the agent
             // has muted the connection. The other 195 must pass untouched
             // with the kernel leaving their payload out.
-            let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
-                s.counter("conns_muted").unwrap_or(0) >= 1
-            });
-            assert!(
-                done,
-                "the echo connections were never muted:\n{}",
-                scrape.text
-            );
+            metrics::wait_for_counter(metrics_addr, "conns_muted", 1, "the echo connection");
         }
         let len = 1 + usize::from(size) * 5;
         let msg = &msgs[offset..offset + len];
@@ -224,14 +217,7 @@ fn redis_protocol() {
     }
     // Ten syscalls of redis on this connection: the agent has muted it.
     // Ten more PINGs must pass untouched with their payload left out.
-    let (scrape, done) = metrics::scrape_until(metrics_addr, span_timeout(), |s| {
-        s.counter("conns_muted").unwrap_or(0) >= 1
-    });
-    assert!(
-        done,
-        "the raw redis connection was never muted:\n{}",
-        scrape.text
-    );
+    metrics::wait_for_counter(metrics_addr, "conns_muted", 1, "the raw redis connection");
     for _ in 0..10 {
         stream.write_all(b"PING\r\n").expect("write PING");
         let mut reply = [0u8; 7];

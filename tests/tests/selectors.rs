@@ -191,6 +191,15 @@ fn selector_kinds_and() {
     );
 }
 
+/// A keep-alive connection to `server` from this test process.
+fn keep_alive(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(span_timeout()))
+        .expect("read timeout");
+    stream
+}
+
 /// `GET path` on the keep-alive `stream`; the response must be a 200.
 fn get_on(stream: &mut TcpStream, server: &Server, path: &str) {
     let req = format!(
@@ -221,18 +230,13 @@ fn open_ports_mutes_other_connections_in_the_kernel() {
         "127.0.0.1:0",
     ]);
     let addr = metrics::addr(&agent);
-    let mut stream = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
-    stream
-        .set_read_timeout(Some(span_timeout()))
-        .expect("read timeout");
+    let mut stream = keep_alive(&b);
     get_on(&mut stream, &b, "/status/200/first");
-    let (scrape, muted) = metrics::scrape_until(addr, span_timeout(), |s| {
-        s.counter("conns_muted").unwrap_or(0) >= 1
-    });
-    assert!(
-        muted,
-        "the connection to the unselected port was never muted:\n{}",
-        scrape.text
+    metrics::wait_for_counter(
+        addr,
+        "conns_muted",
+        1,
+        "the connection to the unselected port",
     );
     for i in 0..5 {
         get_on(&mut stream, &b, &format!("/status/200/after-{i}"));
@@ -268,18 +272,13 @@ fn exe_path_untraces_processes_in_the_kernel() {
     let addr = metrics::addr(&agent);
     // From this test process (untraced too): its first request gets both
     // it and the Python server judged.
-    let mut stream = TcpStream::connect(("127.0.0.1", py.port)).expect("connect");
-    stream
-        .set_read_timeout(Some(span_timeout()))
-        .expect("read timeout");
+    let mut stream = keep_alive(&py);
     get_on(&mut stream, &py, "/status/200/first");
-    let (before, judged) = metrics::scrape_until(addr, span_timeout(), |s| {
-        s.counter("processes_untraced").unwrap_or(0) >= 2
-    });
-    assert!(
-        judged,
-        "the Python server and the test process were never untraced:\n{}",
-        before.text
+    let before = metrics::wait_for_counter(
+        addr,
+        "processes_untraced",
+        2,
+        "the Python server and the test process",
     );
     for i in 0..20 {
         get_on(&mut stream, &py, &format!("/status/200/after-{i}"));

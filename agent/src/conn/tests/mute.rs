@@ -129,6 +129,26 @@ fn http_after_a_prelude_is_traced() {
 }
 
 #[test]
+fn a_request_line_sent_a_byte_at_a_time_is_not_judged() {
+    let (mut t, calls) = filtered(Selector::default());
+    control(&mut t, EventKind::Accept, 7, 5);
+    let head = b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n";
+    for (i, b) in head.iter().enumerate() {
+        data(&mut t, 7, 0x1000, Direction::Ingress, 10 + i as u64, &[*b]);
+    }
+    let spans = data(
+        &mut t,
+        7,
+        0x1000,
+        Direction::Egress,
+        1_000,
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    );
+    assert!(calls.lock().unwrap().muted.is_empty());
+    assert_eq!(spans.len(), 1);
+}
+
+#[test]
 fn a_partial_start_line_is_not_judged() {
     let (mut t, calls) = filtered(Selector::default());
     control(&mut t, EventKind::Connect, 7, 5);

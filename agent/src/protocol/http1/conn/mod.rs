@@ -139,6 +139,14 @@ impl Http1Conn {
         self.http
     }
 
+    /// A side is part-way through what may still be a first start line
+    /// (bytes so far match the grammar): not yet HTTP, not yet anything else.
+    pub fn start_line_pending(&self) -> bool {
+        self.sides
+            .iter()
+            .any(|s| s.state == State::Head { candidate: true })
+    }
+
     /// Switched protocols (101, or 2xx to CONNECT): no more HTTP/1 here.
     pub fn is_opaque(&self) -> bool {
         self.opaque
