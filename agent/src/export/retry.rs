@@ -95,6 +95,10 @@ pub async fn run(
     let budget_end = Instant::now() + policy.budget;
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut first = true;
+    // Why the last attempt failed: what giving up reports, also when the
+    // budget runs out during the wait after it (the timer wheel rounds a
+    // sleep up to the next millisecond, past an end it just fit before).
+    let mut last_failure: Option<String> = None;
     loop {
         let end = shutdown
             .get()
@@ -107,7 +111,7 @@ pub async fn run(
             return if stopping {
                 Outcome::Shutdown
             } else {
-                Outcome::GaveUp("no time left to retry".into())
+                Outcome::GaveUp(last_failure.unwrap_or_else(|| "no time left to retry".into()))
             };
         }
         if !first {
@@ -135,6 +139,7 @@ pub async fn run(
         if Instant::now() + wait >= budget_end {
             return Outcome::GaveUp(reason);
         }
+        last_failure = Some(reason);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.reached() => return Outcome::Shutdown,
