@@ -193,6 +193,14 @@ impl KernelBtf {
             // Only trace propagation needs it: its absence loses that, not
             // the 4-tuple.
             skc_cookie: field("skc_cookie").unwrap_or(u32::MAX),
+            // Only skipping body middles needs them (stream positions):
+            // their absence sends those bytes, it loses nothing.
+            tcp_copied_seq: self
+                .offset_of("tcp_sock", &["copied_seq"])
+                .unwrap_or(u32::MAX),
+            tcp_write_seq: self
+                .offset_of("tcp_sock", &["write_seq"])
+                .unwrap_or(u32::MAX),
         })
     }
 
@@ -641,6 +649,12 @@ mod tests {
         assert!(s.skc_family < s.skc_v6_daddr);
         assert_eq!(s.skc_v6_rcv_saddr, s.skc_v6_daddr + 16);
         assert_ne!(s.skc_cookie, u32::MAX, "skc_cookie found");
+        // struct tcp_sock begins with struct inet_connection_sock, which
+        // begins with struct sock: its own fields come after those.
+        let sock = btf.find_struct("sock").unwrap().size() as u32;
+        assert!(s.tcp_copied_seq >= sock, "copied_seq {}", s.tcp_copied_seq);
+        assert!(s.tcp_write_seq >= sock, "write_seq {}", s.tcp_write_seq);
+        assert_ne!(s.tcp_copied_seq, s.tcp_write_seq);
         // __sk_common is at the start of struct sock, so the offsets from
         // struct sock equal those within struct sock_common.
         assert_eq!(btf.offset_of("sock", &["__sk_common"]).unwrap(), 0);

@@ -5,14 +5,14 @@
 use std::{collections::HashSet, sync::Arc};
 
 use wirespan_common::event::{
-    Direction, EventHeader, EventKind, FLAG_TLS,
+    Direction, EventHeader, EventKind, FLAG_SEQ, FLAG_TLS,
     user::{DataPart, Event, KernelContext},
 };
 
 use crate::{
     clock::{BootClock, monotonic_now_ns},
     inthash::IntMap,
-    kernel_filter::{KernelFilter, Mute, Muted},
+    kernel_filter::{KernelFilter, Mute, Told},
     link::{Linker, ReqCtx},
     process::{ProcessCache, ProcessInfo},
     protocol::http1::{Exchange, Http1Conn, Http1Counters, Limits, Role},
@@ -43,6 +43,16 @@ const MAX_BEGAN: usize = 65536;
 /// bytes may be the middle of a body).
 const NOT_HTTP_AFTER: u8 = 8;
 
+/// A Content-Length body with at least this much left after an event has
+/// its middle sent as lengths only (see `skip_body`). Telling the kernel
+/// costs the agent two bpf syscalls: worth it when several syscalls'
+/// payloads then stay in the kernel.
+const SKIP_BODY_FROM: u64 = 64 * 1024;
+/// The most of a body skipped at once: the kernel compares stream
+/// positions as signed 32-bit distances. A longer body sends the bytes
+/// past this (its next events then skip the rest).
+const SKIP_BODY_MAX: u64 = 1 << 30;
+
 /// One connection's state. The table holds it boxed: the table's slots
 /// (a power of two, at most 7/8 full) then cost a pointer each rather than
 /// a whole `Conn`, and a table that grew for a burst of connections keeps
@@ -72,6 +82,9 @@ struct Conn {
     /// Socket syscalls left before a connection seen to begin, with no
     /// HTTP/1 start line yet, is judged not HTTP (0: not judging).
     judge: u8,
+    /// Per direction: the stream position where the body the kernel was
+    /// last told to skip ends (0: none told).
+    body_end: [u32; 2],
 }
 
 pub struct ConnTable {
@@ -233,6 +246,7 @@ impl ConnTable {
             } else {
                 0
             },
+            body_end: [0; 2],
         });
         self.conns.insert(key, c);
         true
@@ -364,6 +378,9 @@ impl ConnTable {
             &mut self.exchanges,
         );
         count_parser(&self.stats, before, c.http.counters());
+        if !tls_bytes && h.flags & FLAG_SEQ != 0 {
+            skip_body(c, h, d.direction, &mut self.filter, &self.stats);
+        }
         if c.judge > 0 && !tls_bytes {
             if c.http.is_http() {
                 c.judge = 0;
@@ -594,9 +611,49 @@ fn mute(
     c.muted = Some((mute, monotonic_now_ns()));
     match f.mute(h.tgid, h.fd, h.sk, mute) {
         // Counted once per connection, not per renewal.
-        Muted::Yes if first => add(&stats.conns_muted, 1),
-        Muted::Yes | Muted::Gone => {}
-        Muted::Refused => add(&stats.kernel_filter_refused, 1),
+        Told::Yes if first => add(&stats.conns_muted, 1),
+        Told::Yes | Told::Gone => {}
+        Told::Refused => add(&stats.kernel_filter_refused, 1),
+    }
+}
+
+/// After an event of `c` in `dir` (header `h`, which has a stream
+/// position): if the message it belongs to has a long Content-Length body
+/// still to come, tells the kernel where that body ends, so that the
+/// syscalls inside it send their length only. The parser counts such
+/// lengths off the body exactly as it counts uncaptured bytes today.
+/// Told once per body: the events the kernel sent before it knew lead to
+/// the same end. (Were the kernel's entry evicted meanwhile, the rest of
+/// the body comes with payloads: slower, nothing lost.)
+fn skip_body(
+    c: &mut Conn,
+    h: &EventHeader,
+    dir: Direction,
+    filter: &mut Option<Box<dyn KernelFilter>>,
+    stats: &Stats,
+) {
+    let Some(f) = filter else {
+        return;
+    };
+    let Some(rest) = c.http.body_rest(dir) else {
+        return;
+    };
+    if rest < SKIP_BODY_FROM || h.sk == 0 {
+        return;
+    }
+    let at = h.seq.wrapping_add(h.ret as u32);
+    let end = at.wrapping_add(rest.min(SKIP_BODY_MAX) as u32);
+    let told = &mut c.body_end[dir as usize];
+    // 0 means "none" to the kernel; a body over SKIP_BODY_MAX is told
+    // again only once past the end it was told.
+    if end == 0 || *told == end || (*told != 0 && told.wrapping_sub(at) as i32 > 0) {
+        return;
+    }
+    *told = end;
+    match f.skip_body(h.tgid, h.fd, h.sk, dir, end) {
+        Told::Yes => add(&stats.bodies_skipped, 1),
+        Told::Gone => {}
+        Told::Refused => add(&stats.kernel_filter_refused, 1),
     }
 }
 

@@ -2,17 +2,21 @@
 //! not trace stops costing: processes that `--exe-path` leaves out go into
 //! UNTRACED_PIDS (their syscalls then end at one lookup), and connections
 //! that are not HTTP, or outside `--open-ports`, get muted in SOCKET_FDS
-//! (their syscalls then send no payload). Userspace still applies the whole
-//! selection; these only save work, so a refused update (a full map) costs
-//! CPU, never a span.
+//! (their syscalls then send no payload). And the middle of a long
+//! Content-Length body, which the parser frames by counting, is sent as
+//! lengths only. Userspace still applies the whole selection; these only
+//! save work, so a refused update (a full map) costs CPU, never a span.
 
 use anyhow::Context;
 use aya::{
     maps::{HashMap, MapData, MapError},
     sys::SyscallError,
 };
-use wirespan_common::maps::{
-    SOCKET_FDS, SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, UNTRACED_PIDS,
+use wirespan_common::{
+    event::Direction,
+    maps::{
+        SOCKET_FDS, SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, SocketEntry, UNTRACED_PIDS,
+    },
 };
 
 /// BPF_EXIST: update an entry, never create one.
@@ -37,12 +41,12 @@ impl Mute {
     }
 }
 
-/// What became of a mute.
+/// What became of something told about a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Muted {
+pub enum Told {
     Yes,
     /// The fd no longer holds that socket (closed, or reused): nothing
-    /// left to mute.
+    /// left to tell.
     Gone,
     /// The kernel refused the update.
     Refused,
@@ -54,14 +58,18 @@ pub trait KernelFilter: Send {
     fn untrace_process(&mut self, tgid: u32) -> bool;
     /// The connection on `fd` of `tgid`, socket `sk`, sends no more of what
     /// `mute` says.
-    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Muted;
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Told;
+    /// The connection's syscalls in direction `dir` whose bytes all lie
+    /// before stream position `end` (see `EventHeader::seq`) send their
+    /// length only.
+    fn skip_body(&mut self, tgid: u32, fd: i32, sk: u64, dir: Direction, end: u32) -> Told;
 }
 
 /// The kernel maps behind [`KernelFilter`].
 pub struct KernelMaps {
     /// Only when the kernel was told to consult it (`untraced_filter`).
     pids: Option<HashMap<MapData, u32, u8>>,
-    socks: HashMap<MapData, u64, u64>,
+    socks: HashMap<MapData, u64, SocketEntry>,
 }
 
 impl KernelMaps {
@@ -117,27 +125,42 @@ impl KernelFilter for KernelMaps {
         true
     }
 
-    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Muted {
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Told {
+        self.update(tgid, fd, sk, |v| v.sk |= mute.bits())
+    }
+
+    fn skip_body(&mut self, tgid: u32, fd: i32, sk: u64, dir: Direction, end: u32) -> Told {
+        self.update(tgid, fd, sk, |v| v.body_end[dir as usize] = end)
+    }
+}
+
+impl KernelMaps {
+    /// Changes the SOCKET_FDS entry of `fd` of `tgid` with `change`, if it
+    /// still holds socket `sk`.
+    fn update(&mut self, tgid: u32, fd: i32, sk: u64, change: impl Fn(&mut SocketEntry)) -> Told {
         let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
         // Only the entry of this very socket: the fd may have been closed
         // (entry gone) or reused since. A socket swapped in between the get
-        // and the update keeps working: the kernel mutes only when the
-        // value's socket is the one in hand.
-        let Ok(value) = self.socks.get(&key, 0) else {
-            return Muted::Gone;
+        // and the update keeps working: the kernel acts on an entry only
+        // when its socket is the one in hand. The kernel itself writes only
+        // a `body_end` it has passed: one put back here is passed too, and
+        // cleared again.
+        let Ok(mut value) = self.socks.get(&key, 0) else {
+            return Told::Gone;
         };
-        if value & !SOCKET_MUTE_BITS != sk {
-            return Muted::Gone;
+        if value.sk & !SOCKET_MUTE_BITS != sk {
+            return Told::Gone;
         }
-        match self.socks.insert(key, value | mute.bits(), BPF_EXIST) {
-            Ok(()) => Muted::Yes,
+        change(&mut value);
+        match self.socks.insert(key, value, BPF_EXIST) {
+            Ok(()) => Told::Yes,
             // Closed between the get and the update (BPF_EXIST found none).
             Err(MapError::SyscallError(SyscallError { io_error, .. }))
                 if io_error.raw_os_error() == Some(libc::ENOENT) =>
             {
-                Muted::Gone
+                Told::Gone
             }
-            Err(_) => Muted::Refused,
+            Err(_) => Told::Refused,
         }
     }
 }

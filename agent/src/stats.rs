@@ -69,7 +69,8 @@ counters! {
     trace_link_resets: "times the linker's bounded thread or peer maps were cleared",
     conns_muted: "connections the kernel was told to stop sending payload of (not HTTP, TLS ciphertext, or outside --open-ports)",
     processes_untraced: "processes the kernel was told to stop tracing (left out by --exe-path)",
-    kernel_filter_refused: "mutes and process exclusions the kernel maps refused (full): those keep costing CPU, no span is lost",
+    bodies_skipped: "Content-Length bodies whose middle the kernel was told to send as lengths only",
+    kernel_filter_refused: "mutes, body skips and process exclusions the kernel maps refused (full): those keep costing CPU, no span is lost",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

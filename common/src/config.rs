@@ -31,6 +31,12 @@ pub struct SockOffsets {
     /// key sock_ops programs use (`bpf_get_socket_cookie`). 0 until a
     /// program or the kernel asked for it.
     pub skc_cookie: u32,
+    /// `struct tcp_sock.copied_seq` (u32): the position of the next byte
+    /// the application reads.
+    pub tcp_copied_seq: u32,
+    /// `struct tcp_sock.write_seq` (u32): the position after the last byte
+    /// the application wrote.
+    pub tcp_write_seq: u32,
 }
 
 impl SockOffsets {
@@ -44,6 +50,8 @@ impl SockOffsets {
         skc_v6_daddr: u32::MAX,
         skc_v6_rcv_saddr: u32::MAX,
         skc_cookie: u32::MAX,
+        tcp_copied_seq: u32::MAX,
+        tcp_write_seq: u32::MAX,
     };
 }
 

@@ -156,12 +156,21 @@ pub struct EventHeader {
     pub ret: i64,
     /// Payload bytes that follow the tuple (data events only).
     pub captured: u32,
-    pub _pad1: u32,
+    /// With [`FLAG_SEQ`]: the TCP stream position of the syscall's first
+    /// byte in its direction (the socket's `write_seq` or `copied_seq`, a
+    /// sequence number that wraps), so that the agent can name a point of
+    /// the stream to the kernel (see `maps::SocketEntry::body_end`).
+    pub seq: u32,
 }
 
 /// The payload is TLS plaintext, read at the TLS library (the socket
 /// carries ciphertext, which the agent must ignore).
 pub const FLAG_TLS: u8 = 1;
+/// [`EventHeader::seq`] holds the stream position.
+pub const FLAG_SEQ: u8 = 2;
+/// The syscall moved only bytes of a body the agent skips: its data event
+/// carries the length (`ret`) and no payload.
+pub const FLAG_LENGTH_ONLY: u8 = 4;
 
 /// Address family values as the kernel reports them.
 pub const AF_INET: u16 = 2;
@@ -322,13 +331,16 @@ pub enum Counter {
     /// Syscalls whose payload was not sent because the agent muted their
     /// connection (not HTTP, or outside `--open-ports`).
     PayloadsMuted = 17,
+    /// Socket syscalls inside a body the agent skips: their data event
+    /// carried the length only.
+    PayloadsLengthOnly = 18,
 }
 
 /// Number of [`Counter`] slots.
 pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::RingbufFull,
         Counter::InflightFull,
         Counter::PayloadReadFailed,
@@ -347,6 +359,7 @@ impl Counter {
         Counter::TracestateInjected,
         Counter::TracestateDropped,
         Counter::PayloadsMuted,
+        Counter::PayloadsLengthOnly,
     ];
 
     /// What the counter counts (the metric's HELP text).
@@ -394,6 +407,9 @@ impl Counter {
             Counter::PayloadsMuted => {
                 "socket syscalls whose payload was not sent: their connection is muted (not HTTP, or outside --open-ports)"
             }
+            Counter::PayloadsLengthOnly => {
+                "socket syscalls inside the body the agent skips (the middle of a large body): their data event carried the length only"
+            }
         }
     }
 
@@ -417,6 +433,7 @@ impl Counter {
             Counter::TracestateInjected => "tracestate_injected",
             Counter::TracestateDropped => "tracestate_dropped",
             Counter::PayloadsMuted => "payloads_muted",
+            Counter::PayloadsLengthOnly => "payloads_length_only",
         }
     }
 }

@@ -13,9 +13,32 @@ pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
 /// Syscalls in flight at once (one entry per thread inside a hooked syscall).
 pub const INFLIGHT_ENTRIES: u32 = 16 * 1024;
 /// Socket fds known to be TCP sockets, so close() is reported for them only.
+/// Values are [`SocketEntry`].
 pub const SOCKET_FDS: &str = "SOCKET_FDS";
 pub const SOCKET_FDS_ENTRIES: u32 = 64 * 1024;
-/// Low bits of a SOCKET_FDS value (a `struct sock` address, so at least
+
+/// A SOCKET_FDS value: what the kernel knows of a socket fd, and what the
+/// agent asked of it. The kernel inserts it; after that only the agent
+/// writes it, except that the kernel zeroes a `body_end` that has passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketEntry {
+    /// The `struct sock` address (0 until resolved, for a connect()ed
+    /// socket), with the agent's mute bits ([`SOCKET_MUTE_BITS`]) in its
+    /// low bits.
+    pub sk: u64,
+    /// Per direction (`event::Direction as usize`): the stream position
+    /// (`EventHeader::seq`) where a body the agent skips ends, or 0. A
+    /// syscall whose bytes all lie before it sends its length only
+    /// (`FLAG_LENGTH_ONLY`): the agent frames a Content-Length body by
+    /// counting, and need not see its middle.
+    pub body_end: [u32; 2],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SocketEntry {}
+
+/// Low bits of [`SocketEntry::sk`] (a `struct sock` address, so at least
 /// 8-aligned) set by the agent once it will not trace the connection:
 /// [`SOCKET_MUTED`] stops the socket syscalls' payloads, [`SOCKET_MUTED_TLS`]
 /// the TLS library's plaintext too. Separate because a TLS connection's

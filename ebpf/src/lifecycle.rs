@@ -6,7 +6,10 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use wirespan_common::event::{AF_INET, AF_INET6, Counter, EventHeader, EventKind};
+use wirespan_common::{
+    event::{AF_INET, AF_INET6, Counter, EventHeader, EventKind},
+    maps::SocketEntry,
+};
 
 use crate::{
     counters::bump,
@@ -49,7 +52,7 @@ pub fn emit_header(kind: EventKind, tgid: u32, tid: u32, fd: i32, ret: i64, sk: 
         sk,
         ret,
         captured: 0,
-        _pad1: 0,
+        seq: 0,
     });
     entry.submit(batched_wakeup(core::mem::size_of::<EventHeader>() as u64));
     bump(Counter::ControlEvents);
@@ -135,7 +138,7 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
         // Known TCP from now on, socket not yet resolved (0): the first
         // request written on it resolves it for a RequestIntent.
         let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
-        if SOCKET_FDS.insert(key, 0u64, 0).is_err() {
+        if SOCKET_FDS.insert(key, SocketEntry::default(), 0).is_err() {
             bump(Counter::SocketFdsFull);
         }
         emit_control(EventKind::Connect, tgid, tid, inf.fd, ret);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use wirespan_common::{
     event::{COUNTER_SLOTS, DataEvent},
     maps::{
-        EVENTS_BYTES, INFLIGHT_ENTRIES, SELECTED_PIDS_ENTRIES, SOCKET_FDS_ENTRIES,
+        EVENTS_BYTES, INFLIGHT_ENTRIES, SELECTED_PIDS_ENTRIES, SOCKET_FDS_ENTRIES, SocketEntry,
         UNTRACED_PIDS_ENTRIES,
     },
 };
@@ -90,12 +90,14 @@ pub struct Thread {
     pub _pad: [u8; 3],
 }
 
-/// (tgid << 32 | fd) -> sk of fds seen moving TCP bytes, so that close()
-/// is reported only for those, and the 4-tuple is read only once per socket.
-/// The agent sets the value's low bits to mute a connection it will not
-/// trace (`wirespan_common::maps::SOCKET_MUTED`).
+/// (tgid << 32 | fd) -> the socket of fds seen moving TCP bytes, so that
+/// close() is reported only for those, and the 4-tuple is read only once
+/// per socket. The agent sets the sk's low bits to mute a connection it
+/// will not trace (`wirespan_common::maps::SOCKET_MUTED`), and `body_end`
+/// to skip the middle of a body.
 #[map(name = "SOCKET_FDS")]
-pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(SOCKET_FDS_ENTRIES, 0);
+pub static SOCKET_FDS: LruHashMap<u64, SocketEntry> =
+    LruHashMap::with_max_entries(SOCKET_FDS_ENTRIES, 0);
 
 /// Scratch space for building a data event: far beyond the 512-byte stack.
 /// Twice the payload cap so that a bounded offset plus a bounded length

@@ -70,7 +70,7 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
             sk: 0,
             ret: 0,
             captured: 0,
-            _pad1: 0,
+            seq: 0,
         };
         (*ev).filename[0] = 0;
         let loc = ctx.read_at::<u32>(FILENAME_LOC).unwrap_or(0);

@@ -179,7 +179,7 @@ pub fn server_request(
             sk,
             ret: 0,
             captured: 0,
-            _pad1: 0,
+            seq: 0,
         };
         (*ev).ctx = ctx;
         (*ev).source = source as u8;

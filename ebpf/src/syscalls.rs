@@ -6,19 +6,19 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use wirespan_common::{
-    config::{Classifier, MAX_CAPTURE, PROPAGATE_HEADER},
+    config::{Classifier, MAX_CAPTURE, PROPAGATE_HEADER, SockOffsets},
     event::{
-        Counter, DATA_PREFIX, Direction, EventHeader, EventKind, FLAG_TLS, IntentEvent, Syscall,
-        Tuple,
+        Counter, DATA_PREFIX, Direction, EventHeader, EventKind, FLAG_LENGTH_ONLY, FLAG_SEQ,
+        FLAG_TLS, IntentEvent, Syscall, Tuple,
     },
-    maps::{SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS},
+    maps::{SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, SocketEntry},
 };
 
 use crate::{
@@ -73,8 +73,8 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
     let mut known = None;
     if syscall.direction() == Direction::Egress {
         let key = ((id >> 32) << 32) | (fd as u32 as u64);
-        // SAFETY: plain u64 value, copied out at once.
-        known = unsafe { SOCKET_FDS.get(key) }.copied();
+        // SAFETY: plain value, its sk copied out at once.
+        known = unsafe { SOCKET_FDS.get(key) }.map(|v| v.sk);
         if matches!(known, Some(v) if v & SOCKET_MUTED != 0) {
             known = None; // muted by the agent: no intent, no payload
         }
@@ -148,7 +148,7 @@ pub fn emit_intent(id: u64, fd: i32, sk: u64, syscall: u8) {
             sk,
             ret: 0,
             captured: 0,
-            _pad1: 0,
+            seq: 0,
         };
         (*ev).tuple = Tuple::default();
         read_tuple(sk, &cfg.sock, &mut (*ev).tuple);
@@ -223,17 +223,19 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     // empty and the agent keeps what it learned. A connection the agent
     // muted sends nothing more.
     let key = ((tgid as u64) << 32) | (inf.fd as u32 as u64);
-    // SAFETY: plain u64 value, copied out at once.
-    let value = unsafe { SOCKET_FDS.get(key) }.copied();
-    let known = matches!(value, Some(v) if v & !SOCKET_MUTE_BITS == inf.sk);
+    let entry = SOCKET_FDS.get_ptr_mut(key);
+    // SAFETY: a live map value; its fields are copied out at once.
+    let value = entry.map(|p| unsafe { *p });
+    let known = matches!(value, Some(v) if v.sk & !SOCKET_MUTE_BITS == inf.sk);
     let mute = if tls { SOCKET_MUTED_TLS } else { SOCKET_MUTED };
-    if known && value.unwrap_or(0) & mute != 0 {
+    if known && value.map_or(0, |v| v.sk) & mute != 0 {
         bump(Counter::PayloadsMuted);
         return false;
     }
+    let dir = syscall.direction();
 
     s.ev.hdr.kind = EventKind::Data as u8;
-    s.ev.hdr.direction = syscall.direction() as u8;
+    s.ev.hdr.direction = dir as u8;
     s.ev.hdr.syscall = inf.syscall;
     s.ev.hdr.flags = if tls { FLAG_TLS } else { 0 };
     s.ev.hdr.tgid = tgid;
@@ -243,15 +245,38 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     s.ev.hdr.ts_exit_ns = unsafe { bpf_ktime_get_ns() };
     s.ev.hdr.sk = inf.sk;
     s.ev.hdr.ret = ret;
-    s.ev.hdr._pad1 = 0;
+    s.ev.hdr.seq = 0;
+    s.ev.hdr.captured = 0;
 
     if known {
         s.ev.tuple.family = 0;
     } else {
-        if SOCKET_FDS.insert(key, inf.sk, 0).is_err() {
+        let fresh = SocketEntry {
+            sk: inf.sk,
+            body_end: [0; 2],
+        };
+        if SOCKET_FDS.insert(key, fresh, 0).is_err() {
             bump(Counter::SocketFdsFull);
         }
         read_tuple(inf.sk, &cfg.sock, &mut s.ev.tuple);
+    }
+
+    // Where the bytes sit in the TCP stream (the TLS library's plaintext
+    // has no such position), and whether they all lie inside a body the
+    // agent skips: then the event says how many, and no more.
+    if !tls && let Some(end) = stream_end(&cfg.sock, inf.sk, dir) {
+        let seq = end.wrapping_sub(ret as u32);
+        s.ev.hdr.seq = seq;
+        s.ev.hdr.flags |= FLAG_SEQ;
+        if known
+            && let (Some(p), Some(v)) = (entry, value)
+            && length_only(p, &v, dir, seq, ret)
+        {
+            s.ev.hdr.flags |= FLAG_LENGTH_ONLY;
+            send(s, DATA_PREFIX);
+            bump(Counter::PayloadsLengthOnly);
+            return false;
+        }
     }
 
     // Egress buffers were read at sys_enter (unchanged since: the syscall
@@ -264,7 +289,7 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     };
     // Computed before the copy below splits the paths by syscall, so that
     // what follows the copy does not depend on which path it took.
-    let ingress = syscall.direction() == Direction::Ingress;
+    let ingress = dir == Direction::Ingress;
     let mut cap = if start.is_some() {
         cfg.head_capture_bytes
     } else {
@@ -304,8 +329,19 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
 
     // Bound the record size for the verifier: DATA_PREFIX plus at most
     // 2 * MAX_CAPTURE - 1, which is inside the Scratch value.
-    let len = DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1));
-    // SAFETY: len <= size_of::<Scratch>() by construction above.
+    send(s, DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1)));
+    if traceparent && cfg.propagation & PROPAGATE_HEADER != 0 {
+        s.tail.id = id;
+        s.tail.got = got as u64;
+        return true;
+    }
+    false
+}
+
+/// Sends the first `len` bytes of the scratch event (at most its size).
+#[inline(always)]
+fn send(s: &Scratch, len: usize) {
+    // SAFETY: callers bound len by the Scratch value's size.
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), len) };
     if EVENTS
         .output::<[u8]>(bytes, batched_wakeup(len as u64))
@@ -315,12 +351,45 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     } else {
         bump(Counter::DataEvents);
     }
-    if traceparent && cfg.propagation & PROPAGATE_HEADER != 0 {
-        s.tail.id = id;
-        s.tail.got = got as u64;
-        return true;
+}
+
+/// The socket's stream position after this syscall's bytes, in `dir`:
+/// `tcp_sock.write_seq` after a send, `copied_seq` after a read (each
+/// advances by exactly the bytes the syscall moved). None when BTF lacked
+/// the offsets.
+#[inline(always)]
+fn stream_end(o: &SockOffsets, sk: u64, dir: Direction) -> Option<u32> {
+    let off = match dir {
+        Direction::Egress => o.tcp_write_seq,
+        Direction::Ingress => o.tcp_copied_seq,
+    };
+    if sk == 0 || off == u32::MAX {
+        return None;
     }
-    false
+    // SAFETY: bpf_probe_read_kernel tolerates a bad address (an error).
+    unsafe { bpf_probe_read_kernel((sk + off as u64) as *const u32) }.ok()
+}
+
+/// Whether all `ret` bytes from stream position `seq` lie before the end
+/// of the body the agent skips in `dir` (`v.body_end`). An end already
+/// reached is cleared, so that an old position can never come round again
+/// when the 32-bit sequence wraps. Only that one field is written: the
+/// agent owns the rest of the value.
+#[inline(always)]
+fn length_only(p: *mut SocketEntry, v: &SocketEntry, dir: Direction, seq: u32, ret: i64) -> bool {
+    let i = dir as usize & 1;
+    let end = v.body_end[i];
+    if end == 0 {
+        return false;
+    }
+    let ahead = end.wrapping_sub(seq) as i32;
+    if ahead <= 0 {
+        // SAFETY: a live map value (or, if the agent replaced the entry
+        // meanwhile, a recycled one: clearing a skip only sends bytes).
+        unsafe { (*p).body_end[i] = 0 };
+        return false;
+    }
+    ahead as i64 >= ret
 }
 
 /// Copies `len` user bytes from `src` into the payload at `off`. Returns

@@ -9,6 +9,8 @@ Routes (any method; a request body announced by Content-Length is always read):
   /chunked[anything]      200 with Transfer-Encoding: chunked, several chunks,
                           each written by its own send
   POST /upload            read the Content-Length body, reply with its sha256 hex
+  /bytes/N                200 with a Content-Length body of N bytes (byte i is
+                          i % 251), written 64 KiB per send
   /upgrade                101 Switching Protocols (Upgrade: websocket), then
                           echo raw bytes back until the client closes
   /reset                  response head announcing Content-Length 100000, a few
@@ -78,6 +80,27 @@ class Handler(BaseHTTPRequestHandler):
         sock.close()  # with linger 0: RST instead of FIN
         self.close_connection = True
 
+    def _bytes(self, path):
+        try:
+            n = int(path.split("/")[2])
+        except ValueError:
+            self._reply(400, b"bad length\n")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        # Any 64 KiB window of the pattern, from any phase.
+        block = bytes(range(251)) * 263
+        sent = 0
+        while sent < n:
+            k = min(65536, n - sent)
+            start = sent % 251
+            self.wfile.write(block[start : start + k])
+            sent += k
+
     def _upgrade(self):
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
@@ -111,6 +134,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(code, b"status %d %s\n" % (code, path.encode()))
         elif path.startswith("/chunked"):
             self._chunked()
+        elif path.startswith("/bytes/"):
+            self._bytes(path)
         elif path == "/reset":
             self._reset()
         else:

@@ -137,6 +137,19 @@ impl CurlRun {
         );
         &self.transfers[0]
     }
+
+    /// The transfers of a run that must have used one connection for all
+    /// `n` URLs (a keep-alive test's premise); panics otherwise.
+    pub fn on_one_connection(&self, n: usize) -> &[Transfer] {
+        assert!(self.status.success(), "curl: {}", self.stderr);
+        assert_eq!(self.transfers.len(), n, "transfers");
+        assert_eq!(
+            self.transfers.iter().map(|t| t.num_connects).sum::<u32>(),
+            1,
+            "test premise: one connection"
+        );
+        &self.transfers
+    }
 }
 
 const WRITE_OUT_MARK: &str = "\n@@wirespan-transfer ";

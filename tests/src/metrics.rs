@@ -221,7 +221,7 @@ pub fn wait_for_counter(addr: SocketAddr, name: &str, at_least: u64, what: &str)
 }
 
 /// The kernel's counters in the exit line (common's `Counter::ALL`).
-pub const KERNEL_COUNTERS: [&str; 18] = [
+pub const KERNEL_COUNTERS: [&str; 19] = [
     "ringbuf_full",
     "inflight_full",
     "payload_read_failed",
@@ -240,6 +240,7 @@ pub const KERNEL_COUNTERS: [&str; 18] = [
     "tracestate_injected",
     "tracestate_dropped",
     "payloads_muted",
+    "payloads_length_only",
 ];
 
 /// Where counter `name` of the agent's exit line appears in `/metrics`:

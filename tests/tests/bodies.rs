@@ -147,14 +147,7 @@ fn chunked_response_then_keep_alive() {
     let urls: Vec<String> = expected.iter().map(|e| server.url(&e.path)).collect();
     let args: Vec<&str> = urls.iter().map(String::as_str).collect();
     let run = curl(&args);
-    assert!(run.status.success(), "curl: {}", run.stderr);
-    assert_eq!(run.transfers.len(), expected.len());
-    assert_eq!(
-        run.transfers.iter().map(|t| t.num_connects).sum::<u32>(),
-        1,
-        "test premise: one connection"
-    );
-    for (t, e) in run.transfers.iter().zip(&expected) {
+    for (t, e) in run.on_one_connection(expected.len()).iter().zip(&expected) {
         assert_eq!(t.http_code, e.status, "{}", e.path);
         if e.path.starts_with("/chunked") {
             assert_eq!(t.body, chunked_body(), "{}", e.path);
@@ -206,6 +199,125 @@ fn post_5mb_client_span() {
         "curl 5 MB POST",
         &expect::of(&stopped.spans, run.pid, SpanKind::Client),
         &[Expected::new("POST", "/upload", 200).within(run.window)],
+        SpanKind::Client,
+        server.port,
+    );
+}
+
+/// The body py_server.py sends for `/bytes/N`: byte i is i % 251.
+fn pattern_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// curl paced so that the body outlasts the agent's reaction time: the
+/// kernel learns where the body ends from the agent, after the head.
+const PACE: &str = "10M";
+
+/// Asserts the middle of at least one long body went as lengths only.
+fn assert_lengths_only(stopped: &wirespan_tests::agent::Stopped, what: &str) {
+    let skipped = stopped.counter("bodies_skipped").unwrap_or(0);
+    let lengths = stopped.counter("payloads_length_only").unwrap_or(0);
+    let events = stopped.counter("data_events").unwrap_or(0);
+    eprintln!(
+        "{what}: bodies_skipped {skipped}, payloads_length_only {lengths} of data_events {events}"
+    );
+    // 5 MiB read at most 64 KiB at a time: 80 reads or more, most of them
+    // after the agent told the kernel.
+    assert!(
+        skipped >= 1 && lengths >= 10,
+        "{what}: want a body skipped and at least 10 syscalls sent as lengths only; got bodies_skipped {skipped}, payloads_length_only {lengths}; stderr:\n{}",
+        stopped.stderr.join("\n")
+    );
+}
+
+/// The middle of a long Content-Length upload reaches the agent as lengths
+/// only, and the next request on the connection is still paired: the
+/// server's parser resumes exactly where the body ended. (curl sends the
+/// body with both URLs: two uploads back to back on one connection.)
+#[test]
+fn long_upload_goes_as_lengths_and_keep_alive_follows() {
+    if !env::require_ebpf() {
+        return;
+    }
+    let server = Server::python();
+    let pid = server.pid();
+    let (file, digest) = body_file(0x5eed_0004);
+    let agent = Agent::start_ready(&["--pid", &pid.to_string()]);
+
+    let data_arg = format!("@{}", file.path().display());
+    let (upload, after) = (
+        server.url("/upload"),
+        server.url("/status/201/after-upload"),
+    );
+    let run = curl(&[
+        "-H",
+        "Expect:",
+        "--limit-rate",
+        PACE,
+        "--data-binary",
+        &data_arg,
+        &upload,
+        &after,
+    ]);
+    let t = run.on_one_connection(2);
+    assert_eq!(t[0].http_code, 200);
+    assert_eq!(String::from_utf8_lossy(&t[0].body), digest);
+    assert_eq!(t[1].http_code, 201);
+
+    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), 2, span_timeout());
+    let stopped = agent.stop();
+    stopped.assert_clean_exit();
+    assert_lengths_only(&stopped, "upload");
+    expect::assert_spans_match(
+        "long upload, then keep-alive",
+        &expect::of(&stopped.spans, pid, SpanKind::Server),
+        &[
+            Expected::new("POST", "/upload", 200).within(run.window),
+            Expected::new("POST", "/status/201/after-upload", 201).within(run.window),
+        ],
+        SpanKind::Server,
+        server.port,
+    );
+}
+
+/// The same for a long response body on the client side (curl reads it),
+/// followed by a second request on the connection.
+#[test]
+fn long_download_goes_as_lengths_and_keep_alive_follows() {
+    if !env::require_ebpf() {
+        return;
+    }
+    let server = Server::python();
+    let agent = Agent::start_ready(&["--exe-path", "*/curl"]);
+
+    let (big, after) = (
+        server.url(&format!("/bytes/{FIVE_MB}")),
+        server.url("/status/202/after-download"),
+    );
+    let run = curl(&["--limit-rate", PACE, &big, &after]);
+    let t = run.on_one_connection(2);
+    assert_eq!(t[0].http_code, 200);
+    assert!(
+        t[0].body == pattern_bytes(FIVE_MB),
+        "the client received different bytes than the server sent while the agent ran"
+    );
+    assert_eq!(t[1].http_code, 202);
+
+    agent.wait_for_spans(
+        |s| s.is_client() && s.pid() == Some(run.pid),
+        2,
+        span_timeout(),
+    );
+    let stopped = agent.stop();
+    stopped.assert_clean_exit();
+    assert_lengths_only(&stopped, "download");
+    expect::assert_spans_match(
+        "long download, then keep-alive",
+        &expect::of(&stopped.spans, run.pid, SpanKind::Client),
+        &[
+            Expected::new("GET", &format!("/bytes/{FIVE_MB}"), 200).within(run.window),
+            Expected::new("GET", "/status/202/after-download", 202).within(run.window),
+        ],
         SpanKind::Client,
         server.port,
     );

@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod mute;
+mod skip;
 
 const ME: u32 = 4242;
 
@@ -37,7 +38,12 @@ fn tuple() -> Tuple {
 }
 
 fn data(t: &mut ConnTable, fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u8]) -> Vec<Span> {
-    let hdr = EventHeader {
+    data_event(t, data_header(fd, sk, dir, ts, bytes), bytes)
+}
+
+/// The header `data` sends (whole payload captured, no stream position).
+fn data_header(fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u8]) -> EventHeader {
+    EventHeader {
         kind: EventKind::Data as u8,
         direction: dir as u8,
         tgid: ME,
@@ -49,7 +55,12 @@ fn data(t: &mut ConnTable, fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u
         ret: bytes.len() as i64,
         captured: bytes.len() as u32,
         ..Default::default()
-    };
+    }
+}
+
+/// A data event with header `hdr` and captured bytes `bytes`.
+fn data_event(t: &mut ConnTable, hdr: EventHeader, bytes: &[u8]) -> Vec<Span> {
+    let dir = Direction::try_from(hdr.direction).unwrap();
     let ev = Event {
         kind: EventKind::Data,
         hdr,

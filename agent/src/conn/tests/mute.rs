@@ -7,17 +7,18 @@ use super::*;
 use crate::{
     clock::monotonic_now_ns,
     conn::NOT_HTTP_AFTER,
-    kernel_filter::{KernelFilter, Mute, Muted},
+    kernel_filter::{KernelFilter, Mute, Told},
 };
 
 #[derive(Default)]
-struct Calls {
-    untraced: Vec<u32>,
-    muted: Vec<(u32, i32, u64, Mute)>,
+pub(super) struct Calls {
+    pub untraced: Vec<u32>,
+    pub muted: Vec<(u32, i32, u64, Mute)>,
+    pub skips: Vec<(u32, i32, u64, Direction, u32)>,
 }
 
 /// Records the calls (the real maps are exercised by the integration
-/// tests `non_http` and `selectors`).
+/// tests `non_http`, `selectors` and `bodies`).
 struct Recorder(Arc<Mutex<Calls>>);
 
 impl KernelFilter for Recorder {
@@ -26,13 +27,19 @@ impl KernelFilter for Recorder {
         true
     }
 
-    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Muted {
+    fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Told {
         self.0.lock().unwrap().muted.push((tgid, fd, sk, mute));
-        Muted::Yes
+        Told::Yes
+    }
+
+    fn skip_body(&mut self, tgid: u32, fd: i32, sk: u64, dir: Direction, end: u32) -> Told {
+        let skip = (tgid, fd, sk, dir, end);
+        self.0.lock().unwrap().skips.push(skip);
+        Told::Yes
     }
 }
 
-fn filtered(sel: Selector) -> (ConnTable, Arc<Mutex<Calls>>) {
+pub(super) fn filtered(sel: Selector) -> (ConnTable, Arc<Mutex<Calls>>) {
     let calls = Arc::new(Mutex::new(Calls::default()));
     let t = table(sel).with_kernel_filter(Box::new(Recorder(calls.clone())));
     (t, calls)

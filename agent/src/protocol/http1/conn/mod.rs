@@ -147,6 +147,17 @@ impl Http1Conn {
             .any(|s| s.state == State::Head { candidate: true })
     }
 
+    /// Body bytes still to come in `dir` when the message there has a
+    /// Content-Length body whose framing is sure (not a guess after a
+    /// gap): the bytes a caller may let go uncaptured.
+    pub fn body_rest(&self, dir: Direction) -> Option<u64> {
+        let side = &self.sides[dir as usize];
+        match side.state {
+            State::Body(Body::Length(rest)) if !side.loose => Some(rest),
+            _ => None,
+        }
+    }
+
     /// Switched protocols (101, or 2xx to CONNECT): no more HTTP/1 here.
     pub fn is_opaque(&self) -> bool {
         self.opaque
