@@ -2,6 +2,7 @@
 
 use std::{fmt, str::FromStr};
 
+use crate::conn::DEFAULT_SKIP_BODIES_FROM;
 use clap::{Parser, ValueEnum};
 use wirespan_common::config::MAX_CAPTURE;
 
@@ -53,6 +54,13 @@ pub struct Cli {
     #[arg(long, env = "WIRESPAN_CAPTURE_HEAD_BYTES", default_value_t = MAX_CAPTURE as u32,
           value_parser = clap::value_parser!(u32).range(1..=MAX_CAPTURE as i64))]
     pub capture_head_bytes: u32,
+
+    /// A Content-Length body with at least this many bytes still to come
+    /// has its middle sent by the kernel as lengths only: the parser frames
+    /// it by counting, and its bytes need not be copied. 0: never.
+    #[arg(long, env = "WIRESPAN_SKIP_BODIES_FROM", default_value_t = DEFAULT_SKIP_BODIES_FROM,
+          value_name = "BYTES")]
+    pub skip_bodies_from: u64,
 
     /// How the kernel side tells TCP socket fds from files and pipes:
     /// `sock-tracepoints` (the `sock:sock_*_length` tracepoints, Linux

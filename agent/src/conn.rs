@@ -43,11 +43,11 @@ const MAX_BEGAN: usize = 65536;
 /// bytes may be the middle of a body).
 const NOT_HTTP_AFTER: u8 = 8;
 
-/// A Content-Length body with at least this much left after an event has
-/// its middle sent as lengths only (see `skip_body`). Telling the kernel
-/// costs the agent two bpf syscalls: worth it when several syscalls'
-/// payloads then stay in the kernel.
-const SKIP_BODY_FROM: u64 = 64 * 1024;
+/// The default `--skip-bodies-from`: a Content-Length body with at least
+/// this much left after an event has its middle sent as lengths only (see
+/// `skip_body`). Telling the kernel costs the agent two bpf syscalls: worth
+/// it when several syscalls' payloads then stay in the kernel.
+pub const DEFAULT_SKIP_BODIES_FROM: u64 = 64 * 1024;
 /// The most of a body skipped at once: the kernel compares stream
 /// positions as signed 32-bit distances. A longer body sends the bytes
 /// past this (its next events then skip the rest).
@@ -108,6 +108,8 @@ pub struct ConnTable {
     /// Connections accepted or connected under the agent, until their
     /// first bytes (see `Conn::judge`).
     began: HashSet<Key, rustc_hash::FxBuildHasher>,
+    /// `--skip-bodies-from` (0: never).
+    skip_bodies_from: u64,
 }
 
 impl ConnTable {
@@ -137,7 +139,15 @@ impl ConnTable {
             scratch: Scratch::default(),
             filter: None,
             began: HashSet::default(),
+            skip_bodies_from: DEFAULT_SKIP_BODIES_FROM,
         }
+    }
+
+    /// Bodies with at least `bytes` to come have their middle sent as
+    /// lengths only (0: never).
+    pub fn with_skip_bodies_from(mut self, bytes: u64) -> Self {
+        self.skip_bodies_from = bytes;
+        self
     }
 
     /// Hands the table's judgements (untraced processes, muted
@@ -378,8 +388,9 @@ impl ConnTable {
             &mut self.exchanges,
         );
         count_parser(&self.stats, before, c.http.counters());
-        if !tls_bytes && h.flags & FLAG_SEQ != 0 {
-            skip_body(c, h, d.direction, &mut self.filter, &self.stats);
+        if !tls_bytes && h.flags & FLAG_SEQ != 0 && self.skip_bodies_from != 0 {
+            let from = self.skip_bodies_from;
+            skip_body(c, h, d.direction, from, &mut self.filter, &self.stats);
         }
         if c.judge > 0 && !tls_bytes {
             if c.http.is_http() {
@@ -629,6 +640,7 @@ fn skip_body(
     c: &mut Conn,
     h: &EventHeader,
     dir: Direction,
+    from: u64,
     filter: &mut Option<Box<dyn KernelFilter>>,
     stats: &Stats,
 ) {
@@ -638,7 +650,7 @@ fn skip_body(
     let Some(rest) = c.http.body_rest(dir) else {
         return;
     };
-    if rest < SKIP_BODY_FROM || h.sk == 0 {
+    if rest < from || h.sk == 0 {
         return;
     }
     let at = h.seq.wrapping_add(h.ret as u32);

@@ -276,7 +276,8 @@ pub async fn run(cli: Cli, export: ExportSettings) -> anyhow::Result<()> {
         stats.clone(),
         linker,
     )
-    .with_kernel_filter(Box::new(kernel_filter));
+    .with_kernel_filter(Box::new(kernel_filter))
+    .with_skip_bodies_from(cli.skip_bodies_from);
 
     process::set_agent_resource_attributes(export.resource_attributes.clone());
     let (tx, pipeline) = Pipeline::start(exporter(&cli, &export, &stats), stats.clone())

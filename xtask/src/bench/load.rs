@@ -63,6 +63,13 @@ pub struct Tls<'a> {
 /// (`worker_rlimit_nofile`; nginx runs as root, so it may).
 pub const NGINX_CONNECTIONS: u32 = 12_000;
 
+/// Size of `/big.bin`, the `bodies` scenario's response.
+pub const BIG_BODY_BYTES: usize = 1 << 20;
+
+fn big_body() -> Vec<u8> {
+    (0..BIG_BODY_BYTES).map(|i| (i % 251) as u8).collect()
+}
+
 /// `program`, pinned to `cpus` (`taskset -c LIST program`: taskset execs
 /// it, so the pid is the program's) when given.
 pub fn pinned(cpus: Option<&str>, program: &str) -> Command {
@@ -103,6 +110,7 @@ pub fn start_nginx_in(
     let root = dir.join("www");
     fs::create_dir_all(&root).context("creating the nginx root")?;
     fs::write(root.join("bench.json"), BODY).context("writing bench.json")?;
+    fs::write(root.join("big.bin"), big_body()).context("writing big.bin")?;
     fs::create_dir_all(dir.join("nginx-tmp")).context("creating nginx temp dir")?;
     let (listen, keepalive_requests) = match tls {
         None => (format!("listen 127.0.0.1:{port};"), 10_000_000),

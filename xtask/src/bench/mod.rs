@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what the agent costs, measured on real processes.
 //!
 //! The default is the suite ([`suite`]: saturation, fixed-rate, bpf-stats,
-//! scaling and chain, one report in `target/bench/report.{json,md}`); each
+//! scaling, chain and bodies, one report in `target/bench/report.{json,md}`); each
 //! of its scenarios also runs alone (`--scenario chain`). The older
 //! scenarios (all against nginx serving a small static file, one process,
 //! driven by wrk with keep-alive for a fixed number of requests):
@@ -28,6 +28,7 @@
 //! `--max-seconds`.
 
 mod agent;
+mod bodies;
 mod bpf_fds;
 mod bpf_maps;
 mod bpf_stats;
@@ -74,7 +75,7 @@ const STALL: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
-    /// saturation, fixed-rate, bpf-stats, scaling, chain: one report
+    /// saturation, fixed-rate, bpf-stats, scaling, chain, bodies: one report
     Suite,
     /// wrk at full speed, alternating without and with the agent (OTLP)
     Saturation,
@@ -87,6 +88,9 @@ pub enum Scenario {
     /// wrk -> Java forwarder -> nginx: requests/s without the agent, and
     /// with it without propagation, with the TCP option, with injection
     Chain,
+    /// 1 MiB responses at full speed: without the agent, with it, and with
+    /// it never skipping body middles (`--skip-bodies-from 0`)
+    Bodies,
     /// nginx alone (also runs first in every other scenario)
     Baseline,
     /// the agent exports every span over OTLP/gRPC to a local receiver
@@ -112,6 +116,7 @@ impl Scenario {
             Self::BpfStats => "bpf-stats",
             Self::Scaling => "scaling",
             Self::Chain => "chain",
+            Self::Bodies => "bodies",
             Self::Baseline => "baseline",
             Self::Otlp100k => "otlp-100k",
             Self::PrintOff => "print-off",

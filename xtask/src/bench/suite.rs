@@ -1,4 +1,4 @@
-//! The default bench: five scenarios, one report; the first four against
+//! The default bench: six scenarios, one report; all but the chain against
 //! one nginx, the chain with its own services.
 //!
 //! - `saturation` ([`super::saturation`]): wrk at full speed, without and
@@ -11,7 +11,9 @@
 //!   agent's memory per connection;
 //! - `chain` ([`super::chain`]): wrk → Java forwarder → nginx, requests/s
 //!   without the agent and with it in each propagation mode (none, TCP
-//!   option, header injection), in a child cgroup it creates and removes.
+//!   option, header injection), in a child cgroup it creates and removes;
+//! - `bodies` ([`super::bodies`]): 1 MiB responses without the agent, with
+//!   it, and with it copying every body byte it may (no skipping).
 //!
 //! nginx (and the chain's forwarder) runs pinned to CPU 0 and the load
 //! (wrk, or xtask's own client) to CPU 1 on a machine with at least two
@@ -29,7 +31,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{
-    BenchArgs, Scenario, bpf_stats, chain, fixed_rate, load,
+    BenchArgs, Scenario, bodies, bpf_stats, chain, fixed_rate, load,
     procs::{self, Guard},
     receiver::{self, Receiver, Waited},
     report::{self, Section},
@@ -110,6 +112,7 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
             Scenario::BpfStats,
             Scenario::Scaling,
             Scenario::Chain,
+            Scenario::Bodies,
         ],
         // The soak runs alone, on the suite's nginx and receiver.
         Scenario::Saturation
@@ -117,6 +120,7 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
         | Scenario::BpfStats
         | Scenario::Scaling
         | Scenario::Chain
+        | Scenario::Bodies
         | Scenario::Soak => vec![scenario],
         _ => vec![],
     }
@@ -179,6 +183,7 @@ pub fn run(
             Scenario::BpfStats => bpf_stats::run(&mut cx)?,
             Scenario::Scaling => scaling::run(&mut cx)?,
             Scenario::Chain => chain::run(&mut cx)?,
+            Scenario::Bodies => bodies::run(&mut cx)?,
             Scenario::Soak => soak::run(&mut cx)?,
             _ => bail!("{} is not part of the suite", s.name()),
         });

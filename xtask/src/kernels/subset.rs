@@ -9,7 +9,8 @@
 //! classification strategy the kernel selected), our OTLP/JSON decoded by
 //! PyPI's opentelemetry-proto, and OTLP/gRPC export to the independent
 //! receiver, the three-runtime chain, and header injection with the
-//! `tracestate` capture. The host (6.18) runs the whole suite. Every entry is checked
+//! `tracestate` capture, and a long upload whose middle goes as lengths
+//! only. The host (6.18) runs the whole suite. Every entry is checked
 //! against the test binary's `--list` before any guest boots.
 
 /// `(test binary, test name)`: the binary is the file stem under
@@ -32,6 +33,12 @@ pub const GUEST_TESTS: &[(&str, &str)] = &[
     (
         "trace_chain",
         "curl_python_java_nginx_one_trace_per_request",
+    ),
+    // The middle of long bodies as lengths only (stream positions from
+    // struct tcp_sock), then keep-alive.
+    (
+        "bodies",
+        "long_upload_goes_as_lengths_and_keep_alive_follows",
     ),
     // sock_ops and sk_msg in a child cgroup, header injection, and the
     // read programs' tail call into the tracestate capture.

@@ -189,10 +189,10 @@ fn a_response_body_is_skipped_on_the_client_side() {
 }
 
 #[test]
-fn short_chunked_unpositioned_and_tls_bodies_are_not_skipped() {
+fn short_chunked_unpositioned_tls_or_unwanted_bodies_are_not_skipped() {
     let (mut t, calls) = filtered(selector());
     // Short: under the threshold after this event.
-    let head = upload_head(super::super::SKIP_BODY_FROM);
+    let head = upload_head(super::super::DEFAULT_SKIP_BODIES_FROM);
     let mut ev = head.clone().into_bytes();
     ev.push(b'x');
     moved(
@@ -240,7 +240,19 @@ fn short_chunked_unpositioned_and_tls_bodies_are_not_skipped() {
         long.as_bytes(),
         flags,
     );
-    for c in [calls, calls2, calls3, calls4] {
+    // Turned off.
+    let (t5, calls5) = filtered(selector());
+    let mut t5 = t5.with_skip_bodies_from(0);
+    moved(
+        &mut t5,
+        Direction::Ingress,
+        10,
+        0,
+        long.len() as u64,
+        long.as_bytes(),
+        FLAG_SEQ,
+    );
+    for c in [calls, calls2, calls3, calls4, calls5] {
         assert!(c.lock().unwrap().skips.is_empty());
     }
 }
