@@ -5,6 +5,7 @@
 //! delete.
 
 use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_probe_read_user,
@@ -273,7 +274,7 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
             && length_only(p, &v, dir, seq, ret)
         {
             s.ev.hdr.flags |= FLAG_LENGTH_ONLY;
-            send(s, DATA_PREFIX);
+            send(s, DATA_PREFIX, false);
             bump(Counter::PayloadsLengthOnly);
             return false;
         }
@@ -329,7 +330,11 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
 
     // Bound the record size for the verifier: DATA_PREFIX plus at most
     // 2 * MAX_CAPTURE - 1, which is inside the Scratch value.
-    send(s, DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1)));
+    // A message whose first syscall moved more than was captured is long:
+    // the agent hears of it at once, so that it can tell where the body
+    // ends (see `length_only`) while most of it is still to come.
+    let long_start = start.is_some() && ret as u64 > got as u64;
+    send(s, DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1)), long_start);
     if traceparent && cfg.propagation & PROPAGATE_HEADER != 0 {
         s.tail.id = id;
         s.tail.got = got as u64;
@@ -338,15 +343,18 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     false
 }
 
-/// Sends the first `len` bytes of the scratch event (at most its size).
+/// Sends the first `len` bytes of the scratch event (at most its size),
+/// waking the agent at once when `wake`, else as `batched_wakeup` decides.
 #[inline(always)]
-fn send(s: &Scratch, len: usize) {
+fn send(s: &Scratch, len: usize, wake: bool) {
     // SAFETY: callers bound len by the Scratch value's size.
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), len) };
-    if EVENTS
-        .output::<[u8]>(bytes, batched_wakeup(len as u64))
-        .is_err()
-    {
+    let flags = if wake {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        batched_wakeup(len as u64)
+    };
+    if EVENTS.output::<[u8]>(bytes, flags).is_err() {
         bump(Counter::RingbufFull);
     } else {
         bump(Counter::DataEvents);
