@@ -1,14 +1,24 @@
-//! The OTLP exporter: one batch at a time, over gRPC or HTTP/protobuf,
-//! retried per `retry`, with every span's fate counted.
+//! The OTLP exporter: up to `OTEL_BSP_MAX_CONCURRENT_EXPORTS` batches in
+//! flight, over gRPC or HTTP/protobuf, each retried per `retry`, with every
+//! span's fate counted.
 //!
 //! It owns a small tokio runtime (one worker, so connections stay serviced
 //! between batches) and is driven from its pipeline thread, so nothing it
-//! does can stall capture.
+//! does can stall capture. The pipeline thread encodes a batch and hands it
+//! to the runtime; when every slot is taken it waits for one, as it waited
+//! for the whole export when one batch was the limit, so a slow collector
+//! still backs up into the bounded queue (counted drops), never into memory.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    time::Instant,
+};
 
 use log::{debug, warn};
-use tokio::runtime::Runtime;
+use tokio::{runtime::Runtime, sync::Semaphore};
 
 use super::{
     ExportError, Exporter, Health, ShutdownDeadline,
@@ -41,17 +51,21 @@ enum Transport {
 pub struct OtlpExporter {
     /// Some until dropped; see `Drop`.
     rt: Option<Runtime>,
-    inner: Inner,
+    shared: Arc<Shared>,
+    encoder: RequestEncoder,
+    /// One permit per batch that may be in flight.
+    slots: Arc<Semaphore>,
+    max_in_flight: u32,
 }
 
-struct Inner {
+/// What the batches in flight share.
+struct Shared {
     transport: Transport,
     policy: RetryPolicy,
     shutdown: ShutdownDeadline,
     stats: Arc<Stats>,
-    health: Health,
-    partial_warned: bool,
-    encoder: RequestEncoder,
+    health: Mutex<Health>,
+    partial_warned: AtomicBool,
 }
 
 impl OtlpExporter {
@@ -80,37 +94,60 @@ impl OtlpExporter {
             Protocol::Grpc => "gRPC",
             Protocol::HttpProtobuf => "HTTP",
         };
+        let max_in_flight = u32::try_from(bsp.max_concurrent_exports.max(1)).unwrap_or(1);
         Ok(Self {
             rt: Some(rt),
-            inner: Inner {
+            shared: Arc::new(Shared {
                 transport,
                 policy: RetryPolicy::new(s.timeout, bsp.export_timeout),
                 shutdown,
                 stats,
-                health: Health::new(format!("OTLP export ({proto}) to {}", s.endpoint)),
-                partial_warned: false,
-                encoder: RequestEncoder::default(),
-            },
+                health: Mutex::new(Health::new(format!(
+                    "OTLP export ({proto}) to {}",
+                    s.endpoint
+                ))),
+                partial_warned: AtomicBool::new(false),
+            }),
+            encoder: RequestEncoder::default(),
+            slots: Arc::new(Semaphore::new(max_in_flight as usize)),
+            max_in_flight,
         })
     }
 }
 
 impl Exporter for OtlpExporter {
+    /// Encodes the batch and starts its export; the outcome is counted when
+    /// it ends. Returns once the batch has a slot.
     fn export(&mut self, batch: &[Span]) -> Result<(), ExportError> {
         let n = batch.len() as u64;
-        let inner = &mut self.inner;
-        match &self.rt {
-            Some(rt) if !inner.shutdown.passed() => {
-                let started = Instant::now();
-                let result = rt.block_on(inner.export(batch));
-                inner.stats.export_latency.observe(started.elapsed());
-                result
-            }
-            _ => {
-                add(&inner.stats.spans_dropped_shutdown, n);
-                Err(ExportError::Shutdown)
-            }
+        let shared = &self.shared;
+        let Some(rt) = self.rt.as_ref().filter(|_| !shared.shutdown.passed()) else {
+            add(&shared.stats.spans_dropped_shutdown, n);
+            return Err(ExportError::Shutdown);
+        };
+        let req = self.encoder.encode(batch);
+        let Ok(slot) = rt.block_on(self.slots.clone().acquire_owned()) else {
+            // Closed: never, the exporter does not close it.
+            add(&shared.stats.spans_dropped_export_failed, n);
+            return Err(ExportError::Failed("no export slot".into()));
+        };
+        let shared = shared.clone();
+        rt.spawn(async move {
+            let started = Instant::now();
+            shared.export(req, n).await;
+            shared.stats.export_latency.observe(started.elapsed());
+            drop(slot);
+        });
+        Ok(())
+    }
+
+    /// Waits until every batch in flight has ended (they give up at the
+    /// shutdown deadline at the latest).
+    fn flush(&mut self) -> Result<(), ExportError> {
+        if let Some(rt) = &self.rt {
+            let _all = rt.block_on(self.slots.acquire_many(self.max_in_flight));
         }
+        Ok(())
     }
 }
 
@@ -123,33 +160,25 @@ impl Drop for OtlpExporter {
     }
 }
 
-impl Inner {
-    async fn export(&mut self, batch: &[Span]) -> Result<(), ExportError> {
-        let n = batch.len() as u64;
-        let req = self.encoder.encode(batch);
-        let Self {
-            transport,
-            policy,
-            shutdown,
-            stats,
-            health,
-            ..
-        } = self;
+impl Shared {
+    async fn export(&self, req: Vec<u8>, n: u64) {
         let on_failure = |reason: &str| {
             debug!("OTLP export attempt failed: {reason}");
-            health.failed(&reason);
+            if let Ok(mut h) = self.health.lock() {
+                h.failed(&reason);
+            }
         };
         let on_retry = || {
-            add(&stats.export_retries, 1);
-            add(&stats.spans_retried, n);
+            add(&self.stats.export_retries, 1);
+            add(&self.stats.spans_retried, n);
         };
-        let outcome = match transport {
+        let outcome = match &self.transport {
             Transport::Grpc(g) => {
                 let req = EncodedRequest::from(req);
                 retry::run(
-                    policy,
-                    shutdown,
-                    async |t| g.send(req.clone(), t).await,
+                    &self.policy,
+                    &self.shutdown,
+                    |t| g.send(req.clone(), t),
                     on_failure,
                     on_retry,
                 )
@@ -159,24 +188,25 @@ impl Inner {
                 let body = match h.body(req) {
                     Ok(b) => b,
                     Err(e) => {
-                        add(&stats.spans_dropped_export_failed, n);
-                        return Err(e.into());
+                        add(&self.stats.spans_dropped_export_failed, n);
+                        warn!("OTLP export: compressing a batch failed: {e}");
+                        return;
                     }
                 };
                 retry::run(
-                    policy,
-                    shutdown,
-                    async |t| h.send(body.clone(), t).await,
+                    &self.policy,
+                    &self.shutdown,
+                    |t| h.send(body.clone(), t),
                     on_failure,
                     on_retry,
                 )
                 .await
             }
         };
-        self.count(outcome, n)
+        self.count(outcome, n);
     }
 
-    fn count(&mut self, outcome: Outcome, n: u64) -> Result<(), ExportError> {
+    fn count(&self, outcome: Outcome, n: u64) {
         let stats = &self.stats;
         match outcome {
             Outcome::Exported { rejected, message } => {
@@ -184,119 +214,22 @@ impl Inner {
                 add(&stats.spans_exported, n - rejected);
                 if rejected > 0 {
                     add(&stats.spans_rejected_by_collector, rejected);
-                    if !self.partial_warned {
+                    if !self.partial_warned.swap(true, Relaxed) {
                         warn!(
                             "the collector rejected {rejected} of {n} spans ({message}); further rejections are only counted"
                         );
-                        self.partial_warned = true;
                     }
                 }
-                self.health.ok();
-                Ok(())
+                if let Ok(mut h) = self.health.lock() {
+                    h.ok();
+                }
             }
-            Outcome::GaveUp(reason) => {
-                add(&stats.spans_dropped_export_failed, n);
-                Err(ExportError::Failed(reason))
-            }
-            Outcome::Rejected(reason) => {
-                add(&stats.spans_dropped_export_rejected, n);
-                Err(ExportError::Failed(reason))
-            }
-            Outcome::Shutdown => {
-                add(&stats.spans_dropped_shutdown, n);
-                Err(ExportError::Shutdown)
-            }
+            Outcome::GaveUp(_) => add(&stats.spans_dropped_export_failed, n),
+            Outcome::Rejected(_) => add(&stats.spans_dropped_export_rejected, n),
+            Outcome::Shutdown => add(&stats.spans_dropped_shutdown, n),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        sync::atomic::Ordering::Relaxed,
-        time::{Duration, Instant},
-    };
-
-    use super::*;
-    use crate::{
-        otel_env::Compression,
-        process::ProcessInfo,
-        span::{SpanKind, Status},
-    };
-
-    fn batch(n: usize) -> Vec<Span> {
-        let sp = Span {
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            name: "GET /".into(),
-            kind: SpanKind::Server,
-            start_unix_ns: 1,
-            end_unix_ns: 2,
-            attributes: Vec::new(),
-            status: Status::Unset,
-            process: Arc::new(ProcessInfo::default()),
-        };
-        vec![sp; n]
-    }
-
-    /// An exporter aimed at a port nobody listens on.
-    fn refused(
-        protocol: Protocol,
-    ) -> (
-        OtlpExporter,
-        Arc<Stats>,
-        tokio::sync::watch::Sender<Option<Instant>>,
-    ) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let s = OtlpSettings {
-            protocol,
-            endpoint: format!("http://127.0.0.1:{port}/v1/traces")
-                .parse()
-                .unwrap(),
-            headers: Vec::new(),
-            timeout: Duration::from_millis(200),
-            compression: Compression::Gzip,
-            ca_pem: None,
-        };
-        let bsp = BspSettings {
-            export_timeout: Duration::from_millis(300),
-            ..BspSettings::default()
-        };
-        let stats = Arc::new(Stats::default());
-        let (tx, deadline) = ShutdownDeadline::channel();
-        let mut e = OtlpExporter::new(&s, &bsp, stats.clone(), deadline).unwrap();
-        e.inner.policy.initial_backoff = Duration::from_millis(20);
-        e.inner.policy.max_backoff = Duration::from_millis(40);
-        (e, stats, tx)
-    }
-
-    #[test]
-    fn a_down_collector_costs_retries_then_counted_drops() {
-        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-            let (mut e, stats, _tx) = refused(protocol);
-            let t = Instant::now();
-            assert!(matches!(e.export(&batch(7)), Err(ExportError::Failed(_))));
-            assert!(t.elapsed() < Duration::from_secs(2), "{protocol:?}");
-            assert!(e.inner.health.is_failing());
-            assert_eq!(stats.spans_dropped_export_failed.load(Relaxed), 7);
-            let retries = stats.export_retries.load(Relaxed);
-            assert!(retries >= 2, "{protocol:?}: {retries}");
-            assert_eq!(stats.spans_retried.load(Relaxed), 7 * retries);
-            assert_eq!(stats.spans_exported.load(Relaxed), 0);
-        }
-    }
-
-    #[test]
-    fn after_the_shutdown_deadline_batches_are_dropped_at_once() {
-        let (mut e, stats, tx) = refused(Protocol::Grpc);
-        let _ = tx.send(Some(Instant::now()));
-        assert!(matches!(e.export(&batch(5)), Err(ExportError::Shutdown)));
-        assert_eq!(stats.spans_dropped_shutdown.load(Relaxed), 5);
-        assert_eq!(stats.export_retries.load(Relaxed), 0);
-    }
-}
+mod tests;

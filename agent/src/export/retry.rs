@@ -85,10 +85,14 @@ impl Backoff {
 /// Runs `attempt` until it succeeds, fails for good, the budget runs out
 /// or the shutdown deadline passes. `attempt` gets its time limit.
 /// `on_failure` sees every failed attempt; `on_retry` every retry.
-pub async fn run(
+///
+/// `attempt` is a closure returning a future rather than an async closure:
+/// the future an `AsyncFnMut` returns borrows the closure for any lifetime,
+/// which makes a spawned export "not general enough" to be Send.
+pub async fn run<F: Future<Output = Attempt>>(
     policy: &RetryPolicy,
     shutdown: &ShutdownDeadline,
-    mut attempt: impl AsyncFnMut(Duration) -> Attempt,
+    mut attempt: impl FnMut(Duration) -> F,
     mut on_failure: impl FnMut(&str),
     mut on_retry: impl FnMut(),
 ) -> Outcome {

@@ -75,6 +75,10 @@ otlp_args! {
     bsp_max_queue_size: "bsp-max-queue-size", "OTEL_BSP_MAX_QUEUE_SIZE", "N";
     /// Spans per export request at most [default: 512].
     bsp_max_export_batch_size: "bsp-max-export-batch-size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "N";
+    /// Batches exported at once (each may wait on the collector, or on
+    /// its retries), at most 64 [default: 4]. More lift the spans per
+    /// second a distant collector can take; 1 sends one batch at a time.
+    bsp_max_concurrent_exports: "bsp-max-concurrent-exports", "OTEL_BSP_MAX_CONCURRENT_EXPORTS", "N";
     /// On SIGTERM/SIGINT, how long pending spans may take to flush, in
     /// milliseconds; what is left is dropped and counted [default: 5000].
     shutdown_timeout: "shutdown-timeout", "WIRESPAN_SHUTDOWN_TIMEOUT", "MS";

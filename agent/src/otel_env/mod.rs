@@ -49,7 +49,13 @@ pub struct BspSettings {
     pub export_timeout: Duration,
     pub max_queue_size: usize,
     pub max_export_batch_size: usize,
+    /// Batches being exported (sent, or waiting to be retried) at once.
+    pub max_concurrent_exports: usize,
 }
+
+/// Most batches in flight at once that `OTEL_BSP_MAX_CONCURRENT_EXPORTS`
+/// may ask for: each holds its encoded request until it is done.
+pub const MAX_CONCURRENT_EXPORTS: usize = 64;
 
 impl Default for BspSettings {
     fn default() -> Self {
@@ -58,6 +64,7 @@ impl Default for BspSettings {
             export_timeout: Duration::from_millis(30000),
             max_queue_size: 2048,
             max_export_batch_size: 512,
+            max_concurrent_exports: 4,
         }
     }
 }
@@ -193,6 +200,8 @@ pub fn resolve(a: &OtlpArgs, src: &dyn Sources) -> Result<ExportSettings, Config
         // The spec: the batch size must not exceed the queue size.
         max_export_batch_size: n("bsp_max_export_batch_size", d.max_export_batch_size)?
             .min(max_queue_size),
+        max_concurrent_exports: n("bsp_max_concurrent_exports", d.max_concurrent_exports)?
+            .min(MAX_CONCURRENT_EXPORTS),
     };
     let shutdown_timeout = ms("shutdown_timeout", Duration::from_millis(5000))?;
 

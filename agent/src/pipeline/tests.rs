@@ -1,26 +1,10 @@
 use std::sync::{Mutex, atomic::Ordering::Relaxed};
 
 use super::*;
-use crate::{
-    export::ExportError,
-    process::ProcessInfo,
-    span::{SpanKind, Status},
-};
+use crate::export::ExportError;
 
 fn span() -> Span {
-    Span {
-        trace_id: [1; 16],
-        span_id: [2; 8],
-        parent_span_id: None,
-        trace_state: String::new(),
-        name: "GET /".into(),
-        kind: SpanKind::Server,
-        start_unix_ns: 1,
-        end_unix_ns: 2,
-        attributes: Vec::new(),
-        status: Status::Unset,
-        process: Arc::new(ProcessInfo::default()),
-    }
+    Span::bare()
 }
 
 /// Records batch sizes and when they came; each export first waits for

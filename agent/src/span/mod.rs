@@ -74,6 +74,27 @@ impl Span {
     }
 }
 
+#[cfg(test)]
+impl Span {
+    /// A bare SERVER span `GET /` of an unknown process, for tests of what
+    /// carries spans (queues, exporters) rather than what is in them.
+    pub fn bare() -> Self {
+        Self {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            trace_state: String::new(),
+            name: "GET /".into(),
+            kind: SpanKind::Server,
+            start_unix_ns: 1,
+            end_unix_ns: 2,
+            attributes: Vec::new(),
+            status: Status::Unset,
+            process: Arc::new(ProcessInfo::default()),
+        }
+    }
+}
+
 /// Random, non-zero trace and span ids (W3C forbids all-zero ids).
 pub fn new_ids() -> ([u8; 16], [u8; 8]) {
     let mut trace = [0u8; 16];

@@ -42,7 +42,7 @@ async fn script(
     let out = run(
         &p,
         shutdown,
-        async |_| steps.pop().unwrap_or_else(|| retry(None)),
+        |_| std::future::ready(steps.pop().unwrap_or_else(|| retry(None))),
         |_| failures.set(failures.get() + 1),
         || retries.set(retries.get() + 1),
     )
@@ -133,7 +133,7 @@ async fn a_hanging_attempt_times_out() {
     let out = run(
         &p,
         &no_shutdown(),
-        async |_| std::future::pending().await,
+        |_| std::future::pending(),
         |_| {},
         || {},
     )
