@@ -13,10 +13,7 @@ use std::{
 };
 
 use wirespan::{clock::BootClock, conn::ConnTable, select::Selector, stats::Stats};
-use wirespan_common::event::{
-    AF_INET, Direction, EventHeader, EventKind, Tuple,
-    user::{DataPart, Event},
-};
+use wirespan_common::event::{Direction, EventHeader, Tuple, user::Event};
 
 struct Counting;
 
@@ -65,17 +62,13 @@ fn data(
     bytes: &[u8],
     out: &mut Vec<wirespan::span::Span>,
 ) {
-    let mut tuple = Tuple {
-        family: AF_INET,
-        sport: 8080,
-        dport: 40_000u16.wrapping_add(fd as u16),
-        ..Default::default()
-    };
-    tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    let tuple = Tuple::v4(
+        [127, 0, 0, 1],
+        8080,
+        [127, 0, 0, 1],
+        40_000u16.wrapping_add(fd as u16),
+    );
     let hdr = EventHeader {
-        kind: EventKind::Data as u8,
-        direction: dir as u8,
         tgid: std::process::id(),
         tid: std::process::id(),
         fd,
@@ -86,20 +79,7 @@ fn data(
         captured: bytes.len() as u32,
         ..Default::default()
     };
-    let ev = Event {
-        kind: EventKind::Data,
-        hdr,
-        data: Some(DataPart {
-            direction: dir,
-            syscall: None,
-            tuple,
-            payload: bytes,
-        }),
-        exec_filename: None,
-        intent_tuple: None,
-        context: None,
-    };
-    t.on_event(&ev, out);
+    t.on_event(&Event::data(hdr, dir, tuple, bytes), out);
 }
 
 #[test]

@@ -44,10 +44,7 @@ use wirespan::{
 };
 use wirespan_common::{
     config::MAX_CAPTURE,
-    event::{
-        AF_INET, Direction, EventHeader, EventKind, Tuple,
-        user::{DataPart, Event},
-    },
+    event::{Direction, EventHeader, Tuple, user::Event},
 };
 
 /// Keep-alive connections the requests are spread over (the bench's wrk
@@ -140,18 +137,9 @@ fn feed(
     bytes: &[u8],
     out: &mut Vec<Span>,
 ) {
-    let mut tuple = Tuple {
-        family: AF_INET,
-        sport: 8080,
-        dport: 40_000 + conn as u16,
-        ..Default::default()
-    };
-    tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    let tuple = Tuple::v4([127, 0, 0, 1], 8080, [127, 0, 0, 1], 40_000 + conn as u16);
     let captured = bytes.len().min(MAX_CAPTURE);
     let hdr = EventHeader {
-        kind: EventKind::Data as u8,
-        direction: dir as u8,
         tgid: me(),
         tid: me() + conn as u32,
         fd: 10 + conn as i32,
@@ -162,20 +150,7 @@ fn feed(
         captured: captured as u32,
         ..Default::default()
     };
-    let ev = Event {
-        kind: EventKind::Data,
-        hdr,
-        data: Some(DataPart {
-            direction: dir,
-            syscall: None,
-            tuple,
-            payload: &bytes[..captured],
-        }),
-        exec_filename: None,
-        intent_tuple: None,
-        context: None,
-    };
-    t.on_event(&ev, out);
+    t.on_event(&Event::data(hdr, dir, tuple, &bytes[..captured]), out);
 }
 
 /// The traced "process": this one, so that the process cache finds it.

@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use wirespan_common::event::{
-    AF_INET, Direction, EventHeader, EventKind, Tuple,
-    user::{DataPart, Event},
-};
+use wirespan_common::event::{Direction, EventHeader, EventKind, Tuple, user::Event};
 
 use super::ConnTable;
 use crate::{
@@ -26,15 +23,7 @@ fn table(sel: Selector) -> ConnTable {
 }
 
 fn tuple() -> Tuple {
-    let mut t = Tuple {
-        family: AF_INET,
-        sport: 8080,
-        dport: 40000,
-        ..Default::default()
-    };
-    t.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    t.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
-    t
+    Tuple::v4([127, 0, 0, 1], 8080, [127, 0, 0, 2], 40000)
 }
 
 fn data(t: &mut ConnTable, fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u8]) -> Vec<Span> {
@@ -61,21 +50,8 @@ fn data_header(fd: i32, sk: u64, dir: Direction, ts: u64, bytes: &[u8]) -> Event
 /// A data event with header `hdr` and captured bytes `bytes`.
 fn data_event(t: &mut ConnTable, hdr: EventHeader, bytes: &[u8]) -> Vec<Span> {
     let dir = Direction::try_from(hdr.direction).unwrap();
-    let ev = Event {
-        kind: EventKind::Data,
-        hdr,
-        data: Some(DataPart {
-            direction: dir,
-            syscall: None,
-            tuple: tuple(),
-            payload: bytes,
-        }),
-        exec_filename: None,
-        intent_tuple: None,
-        context: None,
-    };
     let mut out = Vec::new();
-    t.on_event(&ev, &mut out);
+    t.on_event(&Event::data(hdr, dir, tuple(), bytes), &mut out);
     out
 }
 
@@ -371,17 +347,8 @@ mod linking_support {
     pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
     pub fn send(t: &mut ConnTable, e: Ev<'_>) -> Vec<Span> {
-        let mut tuple = Tuple {
-            family: AF_INET,
-            sport: e.local,
-            dport: e.remote,
-            ..Default::default()
-        };
-        tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let tuple = Tuple::v4([127, 0, 0, 1], e.local, [127, 0, 0, 1], e.remote);
         let hdr = EventHeader {
-            kind: EventKind::Data as u8,
-            direction: e.dir as u8,
             tgid: e.tgid,
             tid: e.tid,
             fd: e.fd,
@@ -392,24 +359,8 @@ mod linking_support {
             captured: e.bytes.len() as u32,
             ..Default::default()
         };
-        let data = Some(DataPart {
-            direction: e.dir,
-            syscall: None,
-            tuple,
-            payload: e.bytes,
-        });
         let mut out = Vec::new();
-        t.on_event(
-            &Event {
-                kind: EventKind::Data,
-                hdr,
-                data,
-                exec_filename: None,
-                intent_tuple: None,
-                context: None,
-            },
-            &mut out,
-        );
+        t.on_event(&Event::data(hdr, e.dir, tuple, e.bytes), &mut out);
         out
     }
 }
@@ -753,14 +704,7 @@ mod intent_race {
     #[test]
     fn first_request_on_a_new_connection_links_too() {
         let mut t = table(Selector::default());
-        let mut tuple = Tuple {
-            family: AF_INET,
-            sport: 50000,
-            dport: 9000,
-            ..Default::default()
-        };
-        tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let tuple = Tuple::v4([127, 0, 0, 1], 50000, [127, 0, 0, 1], 9000);
         let hdr = EventHeader {
             kind: EventKind::RequestIntent as u8,
             tgid: 1,

@@ -137,7 +137,43 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     })
 }
 
+impl<'a> Event<'a> {
+    /// A data event from its parts, as [`decode`] gives it: for what feeds
+    /// events without a ring buffer (tests, benchmarks of the agent's own
+    /// work). `hdr` gets the kind and `dir`.
+    pub fn data(mut hdr: EventHeader, dir: Direction, tuple: Tuple, payload: &'a [u8]) -> Self {
+        hdr.kind = EventKind::Data as u8;
+        hdr.direction = dir as u8;
+        Self {
+            kind: EventKind::Data,
+            data: Some(DataPart {
+                direction: dir,
+                syscall: Syscall::try_from(hdr.syscall).ok(),
+                tuple,
+                payload,
+            }),
+            hdr,
+            exec_filename: None,
+            intent_tuple: None,
+            context: None,
+        }
+    }
+}
+
 impl Tuple {
+    /// An IPv4 4-tuple.
+    pub fn v4(local: [u8; 4], sport: u16, remote: [u8; 4], dport: u16) -> Self {
+        let mut t = Self {
+            family: super::AF_INET,
+            sport,
+            dport,
+            ..Self::default()
+        };
+        t.saddr[..4].copy_from_slice(&local);
+        t.daddr[..4].copy_from_slice(&remote);
+        t
+    }
+
     /// Local endpoint.
     pub fn local(&self) -> Option<std::net::SocketAddr> {
         self.addr(&self.saddr, self.sport)
