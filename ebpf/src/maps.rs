@@ -23,6 +23,9 @@ pub static WAKE_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Forced wake-ups per CPU are at least this far apart.
 const WAKE_EVERY_NS: u64 = 5_000_000;
+/// ... or this far, for a record the agent should act on soon (see
+/// [`urgent_wakeup`]).
+const WAKE_URGENT_EVERY_NS: u64 = 1_000_000;
 
 /// Wake-up flags for a record of `len` bytes about to go into EVENTS.
 ///
@@ -39,6 +42,21 @@ const WAKE_EVERY_NS: u64 = 5_000_000;
 /// must not bring the IPI back for every record.
 #[inline(always)]
 pub fn batched_wakeup(len: u64) -> u64 {
+    wakeup_after(len, WAKE_EVERY_NS)
+}
+
+/// [`batched_wakeup`] for a record whose answer from the agent saves work
+/// if it comes soon (the head of a long message: the agent then tells the
+/// kernel to skip its body): at most one wake-up per CPU per
+/// `WAKE_URGENT_EVERY_NS`, so that a service whose every response is long
+/// costs at most a thousand wake-ups a second per CPU, not one each.
+#[inline(always)]
+pub fn urgent_wakeup(len: u64) -> u64 {
+    wakeup_after(len, WAKE_URGENT_EVERY_NS)
+}
+
+#[inline(always)]
+fn wakeup_after(len: u64, every_ns: u64) -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let mark = EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
     if avail < mark && avail + len >= mark {
@@ -51,7 +69,7 @@ pub fn batched_wakeup(len: u64) -> u64 {
     // this program runs.
     unsafe {
         let now = bpf_ktime_get_ns();
-        if now.wrapping_sub(*last) >= WAKE_EVERY_NS {
+        if now.wrapping_sub(*last) >= every_ns {
             *last = now;
             return BPF_RB_FORCE_WAKEUP as u64;
         }

@@ -5,7 +5,6 @@
 //! delete.
 
 use aya_ebpf::{
-    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_probe_read_user,
@@ -27,7 +26,7 @@ use crate::{
     fdtable::tcp_sock_of_fd,
     maps::{
         EVENTS, Inflight, SCRATCH, SOCKET_FDS, START_NONE, START_REQUEST, START_RESPONSE,
-        START_UNKNOWN, Scratch, batched_wakeup, put_inflight, take_inflight,
+        START_UNKNOWN, Scratch, batched_wakeup, put_inflight, take_inflight, urgent_wakeup,
     },
     sock::read_tuple,
 };
@@ -331,8 +330,8 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     // Bound the record size for the verifier: DATA_PREFIX plus at most
     // 2 * MAX_CAPTURE - 1, which is inside the Scratch value.
     // A message whose first syscall moved more than was captured is long:
-    // the agent hears of it at once, so that it can tell where the body
-    // ends (see `length_only`) while most of it is still to come.
+    // the agent hears of it soon, so that it can tell where the body ends
+    // (see `length_only`) while most of it is still to come.
     let long_start = start.is_some() && ret as u64 > got as u64;
     send(s, DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1)), long_start);
     if traceparent && cfg.propagation & PROPAGATE_HEADER != 0 {
@@ -344,13 +343,14 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
 }
 
 /// Sends the first `len` bytes of the scratch event (at most its size),
-/// waking the agent at once when `wake`, else as `batched_wakeup` decides.
+/// waking the agent as `urgent_wakeup` decides when `urgent`, else as
+/// `batched_wakeup` does.
 #[inline(always)]
-fn send(s: &Scratch, len: usize, wake: bool) {
+fn send(s: &Scratch, len: usize, urgent: bool) {
     // SAFETY: callers bound len by the Scratch value's size.
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), len) };
-    let flags = if wake {
-        BPF_RB_FORCE_WAKEUP as u64
+    let flags = if urgent {
+        urgent_wakeup(len as u64)
     } else {
         batched_wakeup(len as u64)
     };
