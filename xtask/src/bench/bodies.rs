@@ -1,16 +1,26 @@
-//! `bodies`: what skipping the middle of long bodies saves. nginx serves a
-//! 1 MiB file (`/big.bin`; nginx's default `sendfile off`, so the body goes
-//! through its writes, 32 KiB at a time) to wrk at full speed; runs
-//! alternate without the agent, with the agent (`--print off`), and with
-//! the agent told never to skip (`--skip-bodies-from 0`), `--runs` times
-//! each. Reported: requests/s of each side against none, the CPU per
-//! request of nginx (the probes run in its syscalls) and of the agent, and
-//! the data events per request, with and without a payload.
+//! `bodies`: what skipping the middle of long bodies saves. An nginx of its
+//! own serves a 1 MiB file (`/big.bin`; nginx's default `sendfile off`, so
+//! the body goes through its writes, 32 KiB at a time) to wrk, in two
+//! cases: over loopback (a response takes well under a millisecond, less
+//! than the agent may need to hear of its head: the worst case for
+//! skipping), and over a 1 Gbit/s link (wrk in a network namespace of the
+//! bench's, behind a veth pair whose host end a `tbf` qdisc paces: ~8 ms a
+//! response per connection, as behind a real network). Runs alternate without the
+//! agent, with the agent (`--print off`), and with the agent told never to
+//! skip (`--skip-bodies-from 0`), `--runs` times each. Reported per case:
+//! requests/s of each side against none, the CPU per request of nginx (the
+//! probes run in its syscalls) and of the agent, and the data events per
+//! request, with and without a payload.
 
+use std::{fs, time::Duration};
+
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::{
-    agent, procs,
+    agent, load,
+    netlink::Link,
+    procs,
     report::{Row, Section, fmt},
     suite::Ctx,
     timed::{self, Wrk, median},
@@ -42,6 +52,18 @@ impl Side {
     }
 }
 
+/// The link's rate (a tc rate).
+const LINK_RATE: &str = "1gbit";
+
+/// A way of fetching the file: its name in the report, and how wrk
+/// reaches nginx.
+struct Case<'a> {
+    name: &'static str,
+    key: &'static str,
+    url: String,
+    link: Option<&'a Link>,
+}
+
 struct Run {
     index: u32,
     side: Side,
@@ -63,6 +85,69 @@ impl Run {
 }
 
 pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
+    let link = Link::create(LINK_RATE).context("making the bench's network namespace")?;
+    let dir = cx.guard.path(NAME);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let port = procs::free_port()?;
+    let nginx = load::start_nginx_in(
+        cx.guard,
+        &dir,
+        port,
+        None,
+        cx.nginx_cpus,
+        None,
+        Some(link.host),
+    )?;
+    note(format!(
+        "nginx pid {nginx} on 127.0.0.1:{port} and {}:{port} (namespace {}, {LINK_RATE})",
+        link.host, link.netns
+    ));
+    let cases = [
+        Case {
+            name: "over loopback",
+            key: "loopback",
+            url: format!("http://127.0.0.1:{port}/big.bin"),
+            link: None,
+        },
+        Case {
+            name: "over a 1 Gbit/s link",
+            key: "link",
+            url: format!("http://{}:{port}/big.bin", link.host),
+            link: Some(&link),
+        },
+    ];
+    let mut figures = serde_json::Map::new();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for case in &cases {
+        let (f, r) = one_case(cx, nginx, case, &mut problems)?;
+        figures.insert(case.key.into(), f);
+        rows.extend(r);
+    }
+    cx.guard.stop(nginx, Duration::from_secs(5))?;
+    Ok(Section {
+        name: NAME,
+        figures: Value::Object(figures),
+        rows,
+        required: cases
+            .iter()
+            .flat_map(|c| {
+                [
+                    format!("/{}/skip/throughput_ratio", c.key),
+                    format!("/{}/skip/data_events_per_request", c.key),
+                ]
+            })
+            .collect(),
+        problems,
+    })
+}
+
+fn one_case(
+    cx: &mut Ctx,
+    nginx: u32,
+    case: &Case,
+    problems: &mut Vec<String>,
+) -> Result<(Value, Vec<Row>), anyhow::Error> {
     let runs = if cx.args.short { 1 } else { cx.args.runs };
     let length = cx.length(cx.args.seconds);
     let cpus = cx.load_cpu.map(|c| c.to_string());
@@ -71,23 +156,23 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         connections: CONNECTIONS,
         cpus: cpus.as_deref(),
         cgroup: None,
+        link: case.link,
     };
-    let url = format!("http://127.0.0.1:{}/big.bin", cx.port);
     let mut all = Vec::new();
-    let mut problems = Vec::new();
     for index in 1..=runs {
         for side in [Side::None, Side::Skip, Side::NoSkip] {
             cx.check_time(&format!("{NAME} run {index}"))?;
             section(&format!(
-                "bench: {NAME} run {index}/{runs}, {} s, {} MiB responses, {}",
+                "bench: {NAME} run {index}/{runs}, {} s, {} MiB responses at {}, {}",
                 length.as_secs(),
                 BODY_BYTES >> 20,
+                case.name,
                 side.name()
             ));
             let started = if side == Side::None {
                 None
             } else {
-                let mut cmd = agent::traced(cx.bin, cx.nginx_pid, None, cx.args);
+                let mut cmd = agent::traced(cx.bin, nginx, None, cx.args);
                 if side == Side::NoSkip {
                     cmd.args(["--skip-bodies-from", "0"]);
                 }
@@ -96,17 +181,24 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
             let cpu_before = started
                 .as_ref()
                 .and_then(|(pid, _)| procs::cpu_seconds(*pid));
-            let (wrk, _) = timed::wrk_for(cx.guard, cx.nginx_pid, &url, &shape, length)?;
+            let (wrk, _) = timed::wrk_for(cx.guard, nginx, &case.url, &shape, length)?;
             let (mut exit, mut agent_cpu) = (None, None);
             if let Some((pid, lines)) = started {
                 let cpu = timed::cpu_when_settled(pid, timed::SETTLE_MAX);
                 agent_cpu = cpu_before.map(|b| cpu - b);
                 let e = agent::stop(cx.guard, pid, &lines)?;
-                problems.extend(e.problem(&format!("{NAME} run {index} {}", side.name())));
+                problems.extend(e.problem(&format!(
+                    "{NAME} {} run {index} {}",
+                    case.key,
+                    side.name()
+                )));
                 exit = Some(e);
             }
             if wrk.non_2xx > 0 {
-                problems.push(format!("{NAME} run {index}: {} non-2xx", wrk.non_2xx));
+                problems.push(format!(
+                    "{NAME} {} run {index}: {} non-2xx",
+                    case.key, wrk.non_2xx
+                ));
             }
             let run = Run {
                 index,
@@ -158,6 +250,8 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         })
     };
     let figures = json!({
+        "case": case.name,
+        "url": case.url,
         "seconds_per_run": length.as_secs(),
         "runs_per_side": runs,
         "order": "no agent, agent, agent with --skip-bodies-from 0, repeated",
@@ -175,7 +269,8 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         Row::new(
             NAME,
             format!(
-                "1 MiB responses: throughput agent/none (no-skip/none {}; median req/s none {})",
+                "1 MiB responses, {}: throughput agent/none (no-skip/none {}; median req/s none {})",
+                case.name,
                 x(ratio(Side::NoSkip)),
                 fmt(med(Side::None, &rps), |v| format!("{v:.0}"))
             ),
@@ -185,8 +280,9 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         Row::new(
             NAME,
             format!(
-                "1 MiB responses: agent CPU µs per request (no-skip {}); nginx's: none {}, skip {}, \
-                 no-skip {}",
+                "1 MiB responses, {}: agent CPU µs per request (no-skip {}); nginx's: none {}, \
+                 skip {}, no-skip {}",
+                case.name,
                 us(agent_us(Side::NoSkip)),
                 us(nginx_us(Side::None)),
                 us(nginx_us(Side::Skip)),
@@ -198,8 +294,9 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         Row::new(
             NAME,
             format!(
-                "1 MiB responses: data events per request with a payload (no-skip {}; events in \
-                 all {}, length only {})",
+                "1 MiB responses, {}: data events per request with a payload (no-skip {}; events \
+                 in all {}, length only {})",
+                case.name,
                 one(events(Side::NoSkip)),
                 one(events(Side::Skip)),
                 one(lengths(Side::Skip)),
@@ -210,15 +307,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
             "—",
         ),
     ];
-    Ok(Section {
-        name: NAME,
-        figures,
-        rows,
-        required: ["/skip/throughput_ratio", "/skip/data_events_per_request"]
-            .map(String::from)
-            .to_vec(),
-        problems,
-    })
+    Ok((figures, rows))
 }
 
 fn us(v: Option<f64>) -> String {

@@ -219,8 +219,15 @@ fn measure(cx: &mut Ctx, cg: &Cgroup) -> Result<Section> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let classes = compile_forwarder(&dir)?;
     let nginx_port = procs::free_port()?;
-    let nginx_pid =
-        load::start_nginx_in(cx.guard, &dir, nginx_port, None, cx.nginx_cpus, Some(cg))?;
+    let nginx_pid = load::start_nginx_in(
+        cx.guard,
+        &dir,
+        nginx_port,
+        None,
+        cx.nginx_cpus,
+        Some(cg),
+        None,
+    )?;
     note(format!(
         "nginx pid {nginx_pid} on port {nginx_port} in {}",
         cg.path().display()
@@ -244,6 +251,7 @@ fn measure(cx: &mut Ctx, cg: &Cgroup) -> Result<Section> {
             connections: cx.args.connections,
             cpus: load_cpu.as_deref(),
             cgroup: Some(cg),
+            link: None,
         },
         warmup,
         length,

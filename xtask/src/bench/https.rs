@@ -234,6 +234,7 @@ fn wrk_shape(args: &BenchArgs) -> Wrk<'static> {
         connections: args.connections,
         cpus: None,
         cgroup: None,
+        link: None,
     }
 }
 

@@ -93,11 +93,11 @@ pub fn start_nginx(
     cpus: Option<&str>,
 ) -> Result<u32> {
     let dir = guard.dir.clone();
-    start_nginx_in(guard, &dir, port, tls, cpus, None)
+    start_nginx_in(guard, &dir, port, tls, cpus, None, None)
 }
 
 /// [`start_nginx`] with its files under `dir` (a second nginx next to the
-/// first), born in `cgroup` when given.
+/// first), born in `cgroup` when given, listening on `also_on` too.
 pub fn start_nginx_in(
     guard: &mut Guard,
     dir: &Path,
@@ -105,6 +105,7 @@ pub fn start_nginx_in(
     tls: Option<&Tls>,
     cpus: Option<&str>,
     cgroup: Option<&Cgroup>,
+    also_on: Option<std::net::Ipv4Addr>,
 ) -> Result<u32> {
     let d = dir.display().to_string();
     let root = dir.join("www");
@@ -123,6 +124,10 @@ pub fn start_nginx_in(
             ),
             100_000,
         ),
+    };
+    let listen = match also_on {
+        Some(addr) => format!("{listen}\n        listen {addr}:{port};"),
+        None => listen,
     };
     let nofile = NGINX_CONNECTIONS * 2 + 100;
     let conf = format!(

@@ -38,6 +38,7 @@ mod fixed_rate;
 mod https;
 mod load;
 mod loadgen;
+mod netlink;
 mod procs;
 mod receiver;
 mod report;

@@ -64,6 +64,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         connections: cx.args.connections,
         cpus: cpus.as_deref(),
         cgroup: None,
+        link: None,
     };
     let url = cx.url();
     let (warm, _) = timed::wrk_for(

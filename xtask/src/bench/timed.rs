@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use super::{
     cgroup::Cgroup,
     load::{self, WrkRun},
+    netlink::Link,
     procs::{self, Guard},
     report::fmt,
 };
@@ -61,6 +62,8 @@ pub struct Wrk<'a> {
     pub cpus: Option<&'a str>,
     /// The cgroup wrk is born in, if any.
     pub cgroup: Option<&'a Cgroup>,
+    /// The network namespace wrk runs in, if any.
+    pub link: Option<&'a Link>,
 }
 
 /// wrk for `length` against `url` (`--latency`): its figures and nginx's
@@ -73,7 +76,10 @@ pub fn wrk_for(
     shape: &Wrk,
     length: Duration,
 ) -> Result<(WrkRun, Latency)> {
-    let mut cmd = load::pinned(shape.cpus, "wrk");
+    let mut cmd = match shape.link {
+        Some(link) => link.command(shape.cpus, "wrk"),
+        None => load::pinned(shape.cpus, "wrk"),
+    };
     cmd.arg("-t")
         .arg(shape.threads.to_string())
         .arg("-c")
