@@ -4,9 +4,12 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use wirespan_common::event::{
-    Direction, EventHeader, EventKind, FLAG_SEQ, FLAG_TLS,
-    user::{DataPart, Event, KernelContext},
+use wirespan_common::{
+    event::{
+        Direction, EventHeader, EventKind, FLAG_SEQ, FLAG_TLS,
+        user::{DataPart, Event, KernelContext},
+    },
+    maps::SocketEntry,
 };
 
 use crate::{
@@ -662,7 +665,11 @@ fn skip_body(
         return;
     }
     *told = end;
-    match f.skip_body(h.tgid, h.fd, h.sk, dir, end) {
+    let entry = SocketEntry {
+        sk: h.sk | c.muted.map_or(0, |(m, _)| m.bits()),
+        body_end: c.body_end,
+    };
+    match f.skip_body(h.tgid, h.fd, entry) {
         Told::Yes => add(&stats.bodies_skipped, 1),
         Told::Gone => {}
         Told::Refused => add(&stats.kernel_filter_refused, 1),

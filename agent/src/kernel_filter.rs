@@ -12,11 +12,8 @@ use aya::{
     maps::{HashMap, MapData, MapError},
     sys::SyscallError,
 };
-use wirespan_common::{
-    event::Direction,
-    maps::{
-        SOCKET_FDS, SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, SocketEntry, UNTRACED_PIDS,
-    },
+use wirespan_common::maps::{
+    SOCKET_FDS, SOCKET_MUTE_BITS, SOCKET_MUTED, SOCKET_MUTED_TLS, SocketEntry, UNTRACED_PIDS,
 };
 
 /// BPF_EXIST: update an entry, never create one.
@@ -33,7 +30,8 @@ pub enum Mute {
 }
 
 impl Mute {
-    fn bits(self) -> u64 {
+    /// The bits of `SocketEntry::sk` that say it.
+    pub fn bits(self) -> u64 {
         match self {
             Mute::Socket => SOCKET_MUTED,
             Mute::All => SOCKET_MUTED | SOCKET_MUTED_TLS,
@@ -59,10 +57,13 @@ pub trait KernelFilter: Send {
     /// The connection on `fd` of `tgid`, socket `sk`, sends no more of what
     /// `mute` says.
     fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Told;
-    /// The connection's syscalls in direction `dir` whose bytes all lie
-    /// before stream position `end` (see `EventHeader::seq`) send their
-    /// length only.
-    fn skip_body(&mut self, tgid: u32, fd: i32, sk: u64, dir: Direction, end: u32) -> Told;
+    /// The connection on `fd` of `tgid` gets `entry` as its SOCKET_FDS
+    /// value, if it has one: its syscalls in a direction whose bytes all
+    /// lie before that direction's `body_end` (a stream position, see
+    /// `EventHeader::seq`) send their length only. `entry` repeats what
+    /// the agent told before (socket, mute bits, the other direction's
+    /// end), so that one write does, without reading the value first.
+    fn skip_body(&mut self, tgid: u32, fd: i32, entry: SocketEntry) -> Told;
 }
 
 /// The kernel maps behind [`KernelFilter`].
@@ -126,18 +127,6 @@ impl KernelFilter for KernelMaps {
     }
 
     fn mute(&mut self, tgid: u32, fd: i32, sk: u64, mute: Mute) -> Told {
-        self.update(tgid, fd, sk, |v| v.sk |= mute.bits())
-    }
-
-    fn skip_body(&mut self, tgid: u32, fd: i32, sk: u64, dir: Direction, end: u32) -> Told {
-        self.update(tgid, fd, sk, |v| v.body_end[dir as usize] = end)
-    }
-}
-
-impl KernelMaps {
-    /// Changes the SOCKET_FDS entry of `fd` of `tgid` with `change`, if it
-    /// still holds socket `sk`.
-    fn update(&mut self, tgid: u32, fd: i32, sk: u64, change: impl Fn(&mut SocketEntry)) -> Told {
         let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
         // Only the entry of this very socket: the fd may have been closed
         // (entry gone) or reused since. A socket swapped in between the get
@@ -151,16 +140,34 @@ impl KernelMaps {
         if value.sk & !SOCKET_MUTE_BITS != sk {
             return Told::Gone;
         }
-        change(&mut value);
-        match self.socks.insert(key, value, BPF_EXIST) {
-            Ok(()) => Told::Yes,
-            // Closed between the get and the update (BPF_EXIST found none).
-            Err(MapError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Told::Gone
-            }
-            Err(_) => Told::Refused,
+        value.sk |= mute.bits();
+        write_existing(&mut self.socks, key, value)
+    }
+
+    fn skip_body(&mut self, tgid: u32, fd: i32, entry: SocketEntry) -> Told {
+        // Written blind: if the fd now holds another socket, the kernel
+        // sees a socket that is not its own and starts the entry afresh
+        // at its next syscall (nothing skipped, nothing muted); if the
+        // kernel cleared an end that had passed, it clears it again.
+        let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
+        write_existing(&mut self.socks, key, entry)
+    }
+}
+
+/// Updates `key` only if present.
+fn write_existing(
+    socks: &mut HashMap<MapData, u64, SocketEntry>,
+    key: u64,
+    v: SocketEntry,
+) -> Told {
+    match socks.insert(key, v, BPF_EXIST) {
+        Ok(()) => Told::Yes,
+        // Closed meanwhile (BPF_EXIST found none).
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Told::Gone
         }
+        Err(_) => Told::Refused,
     }
 }

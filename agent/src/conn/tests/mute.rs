@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use wirespan_common::maps::SocketEntry;
+
 use super::*;
 use crate::{
     clock::monotonic_now_ns,
@@ -14,7 +16,7 @@ use crate::{
 pub(super) struct Calls {
     pub untraced: Vec<u32>,
     pub muted: Vec<(u32, i32, u64, Mute)>,
-    pub skips: Vec<(u32, i32, u64, Direction, u32)>,
+    pub skips: Vec<(u32, i32, SocketEntry)>,
 }
 
 /// Records the calls (the real maps are exercised by the integration
@@ -32,9 +34,8 @@ impl KernelFilter for Recorder {
         Told::Yes
     }
 
-    fn skip_body(&mut self, tgid: u32, fd: i32, sk: u64, dir: Direction, end: u32) -> Told {
-        let skip = (tgid, fd, sk, dir, end);
-        self.0.lock().unwrap().skips.push(skip);
+    fn skip_body(&mut self, tgid: u32, fd: i32, entry: SocketEntry) -> Told {
+        self.0.lock().unwrap().skips.push((tgid, fd, entry));
         Told::Yes
     }
 }

@@ -4,7 +4,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use wirespan_common::event::{FLAG_LENGTH_ONLY, FLAG_SEQ, FLAG_TLS};
+use wirespan_common::{
+    event::{FLAG_LENGTH_ONLY, FLAG_SEQ, FLAG_TLS},
+    maps::SocketEntry,
+};
 
 use super::{mute::filtered, *};
 
@@ -37,6 +40,14 @@ fn moved(
     data_event(t, hdr, bytes)
 }
 
+/// The SOCKET_FDS value that skips ingress bytes up to `end`.
+fn ingress_end(end: u32) -> SocketEntry {
+    SocketEntry {
+        sk: SK,
+        body_end: [0, end],
+    }
+}
+
 fn upload_head(len: u64) -> String {
     format!("POST /up HTTP/1.1\r\nHost: h:8080\r\nContent-Length: {len}\r\n\r\n")
 }
@@ -63,7 +74,7 @@ fn a_long_body_is_told_once_and_its_lengths_keep_the_parser_in_step() {
     let end = seq0.wrapping_add((h + BODY) as u32);
     assert_eq!(
         calls.lock().unwrap().skips,
-        vec![(ME, FD, SK, Direction::Ingress, end)]
+        vec![(ME, FD, ingress_end(end))]
     );
 
     // Sent before the kernel knew: full payloads, the same end, no retelling.
@@ -177,7 +188,7 @@ fn a_response_body_is_skipped_on_the_client_side() {
     let end = 77 + (h + BODY) as u32;
     assert_eq!(
         calls.lock().unwrap().skips,
-        vec![(ME, FD, SK, Direction::Ingress, end)]
+        vec![(ME, FD, ingress_end(end))]
     );
     let at = 77 + h as u32;
     let flags = FLAG_SEQ | FLAG_LENGTH_ONLY;
@@ -274,7 +285,7 @@ fn a_body_beyond_the_longest_skip_is_told_in_parts() {
     );
     let max = super::super::SKIP_BODY_MAX as u32;
     let first = h as u32 + max;
-    assert_eq!(calls.lock().unwrap().skips[0].4, first);
+    assert_eq!(calls.lock().unwrap().skips[0].2.body_end[1], first);
     // Inside the first part: nothing new to tell.
     let flags = FLAG_SEQ | FLAG_LENGTH_ONLY;
     let n = u64::from(max) - 1000;
@@ -292,5 +303,8 @@ fn a_body_beyond_the_longest_skip_is_told_in_parts() {
     );
     let skips = &calls.lock().unwrap().skips;
     assert_eq!(skips.len(), 2);
-    assert_eq!(skips[1].4, first.wrapping_add(1000).wrapping_add(max));
+    assert_eq!(
+        skips[1].2.body_end[1],
+        first.wrapping_add(1000).wrapping_add(max)
+    );
 }
