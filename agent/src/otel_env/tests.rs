@@ -111,7 +111,7 @@ fn errors_name_the_variable_or_the_flag() {
     assert!(err(&bad, &Env(&["protocol"])).starts_with("OTEL_EXPORTER_OTLP_PROTOCOL: "));
 
     type Set = fn(&mut OtlpArgs);
-    let cases: [(Set, &str); 12] = [
+    let cases: [(Set, &str); 13] = [
         (
             |a| a.endpoint = Some("collector:4317".into()),
             "OTEL_EXPORTER_OTLP_ENDPOINT: ",
@@ -160,6 +160,10 @@ fn errors_name_the_variable_or_the_flag() {
             |a| a.shutdown_timeout = Some("0".into()),
             "WIRESPAN_SHUTDOWN_TIMEOUT: ",
         ),
+        (
+            |a| a.bsp_max_concurrent_exports = Some("0".into()),
+            "OTEL_BSP_MAX_CONCURRENT_EXPORTS: ",
+        ),
     ];
     let all_env = Env(&[
         "endpoint",
@@ -173,12 +177,25 @@ fn errors_name_the_variable_or_the_flag() {
         "bsp_max_queue_size",
         "bsp_schedule_delay",
         "shutdown_timeout",
+        "bsp_max_concurrent_exports",
     ]);
     for (set, prefix) in cases {
         let e = err(&args(set), &all_env);
         assert!(e.starts_with(prefix), "{e:?} should start with {prefix:?}");
         assert!(!e.contains('\n'), "one line: {e:?}");
     }
+}
+
+#[test]
+fn concurrent_exports_default_to_four_and_are_capped() {
+    let s = resolve(&args(|_| {}), &flags()).unwrap();
+    assert_eq!(s.bsp.max_concurrent_exports, 4);
+    let s = resolve(
+        &args(|a| a.bsp_max_concurrent_exports = Some("1000".into())),
+        &flags(),
+    )
+    .unwrap();
+    assert_eq!(s.bsp.max_concurrent_exports, super::MAX_CONCURRENT_EXPORTS);
 }
 
 #[test]
