@@ -197,16 +197,23 @@ fn on_exit(ctx: &TracePointContext) {
             (*thread).last_read_fd = inf.fd;
         }
     }
-    if emit_data(&inf, id, ret) {
+    if emit_data::<false>(&inf, id, ret) {
         crate::tracestate::capture(ctx);
     }
 }
 
-/// Sends the data event of a syscall. True when it read a server request
-/// with a valid `traceparent` while header injection is on: the caller
-/// (a tracepoint) then has its `tracestate` kept (see `tracestate`).
+/// Sends the data event of a syscall (`TLS`: of an SSL_read/SSL_write
+/// call, whose plaintext has no stream position). True when it read a
+/// server request with a valid `traceparent` while header injection is
+/// on: the caller (a tracepoint) then has its `tracestate` kept (see
+/// `tracestate`).
+///
+/// `TLS` is a constant so that the TLS uprobes are built without the
+/// stream-position code: with it, their verification (which also walks the
+/// inbound `traceparent` scan) exceeded the limit once TCP option
+/// propagation was on ("BPF_PROG_LOAD ... Argument list too long").
 #[inline(always)]
-pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
+pub fn emit_data<const TLS: bool>(inf: &Inflight, id: u64, ret: i64) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -217,7 +224,7 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     let Ok(syscall) = Syscall::try_from(inf.syscall) else {
         return false;
     };
-    let tls = matches!(syscall, Syscall::SslRead | Syscall::SslWrite);
+    let tls = TLS;
 
     // The 4-tuple is read once per (tgid, fd, sk); later events leave it
     // empty and the agent keeps what it learned. A connection the agent
@@ -264,7 +271,7 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     // Where the bytes sit in the TCP stream (the TLS library's plaintext
     // has no such position), and whether they all lie inside a body the
     // agent skips: then the event says how many, and no more.
-    if !tls && let Some(end) = stream_end(&cfg.sock, inf.sk, dir) {
+    if !TLS && let Some(end) = stream_end(&cfg.sock, inf.sk, dir) {
         let seq = end.wrapping_sub(ret as u32);
         s.ev.hdr.seq = seq;
         s.ev.hdr.flags |= FLAG_SEQ;
@@ -332,7 +339,7 @@ pub fn emit_data(inf: &Inflight, id: u64, ret: i64) -> bool {
     // A message whose first syscall moved more than was captured is long:
     // the agent hears of it soon, so that it can tell where the body ends
     // (see `length_only`) while most of it is still to come.
-    let long_start = start.is_some() && ret as u64 > got as u64;
+    let long_start = !TLS && start.is_some() && ret as u64 > got as u64;
     send(s, DATA_PREFIX + (got & (2 * MAX_CAPTURE - 1)), long_start);
     if traceparent && cfg.propagation & PROPAGATE_HEADER != 0 {
         s.tail.id = id;

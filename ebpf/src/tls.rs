@@ -221,7 +221,7 @@ fn exit(ret: i64) {
         live: 1,
         start: START_UNKNOWN,
     };
-    emit_data(&inf, id, moved);
+    emit_data::<true>(&inf, id, moved);
 }
 
 /// SSL_set_fd(ssl, fd): the authoritative link from an `SSL*` to its

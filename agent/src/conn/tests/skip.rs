@@ -308,3 +308,31 @@ fn a_body_beyond_the_longest_skip_is_told_in_parts() {
         first.wrapping_add(1000).wrapping_add(max)
     );
 }
+
+#[test]
+fn a_head_or_not_modified_response_announces_a_length_it_does_not_send() {
+    // What the kernel could not know from the response alone: a HEAD's
+    // answer and a 304 carry a Content-Length and no body. Skipping it
+    // would swallow the next response's head.
+    let (mut t, calls) = filtered(selector());
+    let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+    let not_modified = format!("HTTP/1.1 304 Not Modified\r\nContent-Length: {BODY}\r\n\r\n");
+    let mut seq = 0;
+    let mut spans = Vec::new();
+    for (i, (req, resp)) in [
+        ("HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n", &ok),
+        ("GET /b HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n", &not_modified),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ts = 100 * (i as u64 + 1);
+        moved(&mut t, Direction::Ingress, ts, 0, req.len() as u64, req.as_bytes(), FLAG_SEQ);
+        let r = resp.as_bytes();
+        spans.extend(moved(&mut t, Direction::Egress, ts + 10, seq, r.len() as u64, r, FLAG_SEQ));
+        seq += r.len() as u32;
+    }
+    assert!(calls.lock().unwrap().skips.is_empty());
+    let codes: Vec<i64> = spans.iter().map(status).collect();
+    assert_eq!(codes, [200, 304]);
+}
