@@ -321,15 +321,34 @@ fn a_head_or_not_modified_response_announces_a_length_it_does_not_send() {
     let mut spans = Vec::new();
     for (i, (req, resp)) in [
         ("HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n", &ok),
-        ("GET /b HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n", &not_modified),
+        (
+            "GET /b HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n",
+            &not_modified,
+        ),
     ]
     .into_iter()
     .enumerate()
     {
         let ts = 100 * (i as u64 + 1);
-        moved(&mut t, Direction::Ingress, ts, 0, req.len() as u64, req.as_bytes(), FLAG_SEQ);
+        moved(
+            &mut t,
+            Direction::Ingress,
+            ts,
+            0,
+            req.len() as u64,
+            req.as_bytes(),
+            FLAG_SEQ,
+        );
         let r = resp.as_bytes();
-        spans.extend(moved(&mut t, Direction::Egress, ts + 10, seq, r.len() as u64, r, FLAG_SEQ));
+        spans.extend(moved(
+            &mut t,
+            Direction::Egress,
+            ts + 10,
+            seq,
+            r.len() as u64,
+            r,
+            FLAG_SEQ,
+        ));
         seq += r.len() as u32;
     }
     assert!(calls.lock().unwrap().skips.is_empty());
