@@ -163,7 +163,7 @@ fn one_case(
         for side in [Side::None, Side::Skip, Side::NoSkip] {
             cx.check_time(&format!("{NAME} run {index}"))?;
             section(&format!(
-                "bench: {NAME} run {index}/{runs}, {} s, {} MiB responses at {}, {}",
+                "bench: {NAME} run {index}/{runs}, {} s, {} MiB responses {}, {}",
                 length.as_secs(),
                 BODY_BYTES >> 20,
                 case.name,
