@@ -48,8 +48,8 @@ const NOT_HTTP_AFTER: u8 = 8;
 
 /// The default `--skip-bodies-from`: a Content-Length body with at least
 /// this much left after an event has its middle sent as lengths only (see
-/// `skip_body`). Telling the kernel costs the agent two bpf syscalls: worth
-/// it when several syscalls' payloads then stay in the kernel.
+/// `skip_body`). Telling the kernel costs the agent a bpf syscall: worth it
+/// when several syscalls' payloads then stay in the kernel.
 pub const DEFAULT_SKIP_BODIES_FROM: u64 = 64 * 1024;
 /// The most of a body skipped at once: the kernel compares stream
 /// positions as signed 32-bit distances. A longer body sends the bytes
