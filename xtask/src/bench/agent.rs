@@ -16,6 +16,7 @@ use super::{
     cgroup::Cgroup,
     procs::{self, Guard, Lines},
     receiver::Receiver,
+    timed,
 };
 
 const READY_MARKER: &str = "wirespan: ready";
@@ -171,6 +172,53 @@ impl Exit {
         } else {
             None
         }
+    }
+}
+
+/// An agent for one timed run: its CPU time counted from when it was
+/// started, or from [`Timed::measure_from_now`].
+pub struct Timed {
+    pid: u32,
+    lines: Arc<Lines>,
+    cpu_from: Option<f64>,
+}
+
+/// What a [`Timed`] agent cost, and how it exited.
+pub struct Finished {
+    pub exit: Exit,
+    /// CPU seconds over what was measured, until its CPU time settled
+    /// (what it drained after the load included).
+    pub cpu: Option<f64>,
+    /// Peak RSS (VmHWM), KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl Timed {
+    /// [`start`], and the CPU clock.
+    pub fn start(guard: &mut Guard, cmd: Command) -> Result<Self> {
+        let (pid, lines) = start(guard, cmd)?;
+        Ok(Self {
+            pid,
+            lines,
+            cpu_from: procs::cpu_seconds(pid),
+        })
+    }
+
+    /// Counts CPU time from now (after a warm-up, say).
+    pub fn measure_from_now(&mut self) {
+        self.cpu_from = procs::cpu_seconds(self.pid);
+    }
+
+    /// Waits until its CPU time settles, then [`stop`]s it.
+    pub fn finish(self, guard: &mut Guard) -> Result<Finished> {
+        let cpu = timed::cpu_when_settled(self.pid, timed::SETTLE_MAX);
+        let peak_rss_kib = procs::status_kib(self.pid, "VmHWM");
+        let exit = stop(guard, self.pid, &self.lines)?;
+        Ok(Finished {
+            exit,
+            cpu: self.cpu_from.map(|b| cpu - b),
+            peak_rss_kib,
+        })
     }
 }
 

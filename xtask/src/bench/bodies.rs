@@ -176,23 +176,15 @@ fn one_case(
                 if side == Side::NoSkip {
                     cmd.args(["--skip-bodies-from", "0"]);
                 }
-                Some(agent::start(cx.guard, cmd)?)
+                Some(agent::Timed::start(cx.guard, cmd)?)
             };
-            let cpu_before = started
-                .as_ref()
-                .and_then(|(pid, _)| procs::cpu_seconds(*pid));
             let (wrk, _) = timed::wrk_for(cx.guard, nginx, &case.url, &shape, length)?;
             let (mut exit, mut agent_cpu) = (None, None);
-            if let Some((pid, lines)) = started {
-                let cpu = timed::cpu_when_settled(pid, timed::SETTLE_MAX);
-                agent_cpu = cpu_before.map(|b| cpu - b);
-                let e = agent::stop(cx.guard, pid, &lines)?;
-                problems.extend(e.problem(&format!(
-                    "{NAME} {} run {index} {}",
-                    case.key,
-                    side.name()
-                )));
-                exit = Some(e);
+            if let Some(agent) = started {
+                let done = agent.finish(cx.guard)?;
+                let what = format!("{NAME} {} run {index} {}", case.key, side.name());
+                problems.extend(done.exit.problem(&what));
+                (exit, agent_cpu) = (Some(done.exit), done.cpu);
             }
             if wrk.non_2xx > 0 {
                 problems.push(format!(

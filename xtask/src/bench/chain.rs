@@ -298,10 +298,10 @@ fn one_run(cx: &mut Ctx, s: &Setup, mode: Mode, index: u32) -> Result<Run> {
     let fwd_port = procs::free_port()?;
     let fwd_pid = start_forwarder(cx, s, fwd_port)?;
     let ports = [fwd_port, s.nginx_port];
-    let started = match mode.propagation(s.cg, &ports) {
+    let mut started = match mode.propagation(s.cg, &ports) {
         Some(p) => {
             let cmd = agent::propagating(cx.bin, &[fwd_pid, nginx_pid], p);
-            Some(agent::start(cx.guard, cmd)?)
+            Some(agent::Timed::start(cx.guard, cmd)?)
         }
         None => None,
     };
@@ -318,9 +318,9 @@ fn one_run(cx: &mut Ctx, s: &Setup, mode: Mode, index: u32) -> Result<Run> {
             warm.non_2xx
         );
     }
-    let cpu_before = started
-        .as_ref()
-        .and_then(|(pid, _)| procs::cpu_seconds(*pid));
+    if let Some(agent) = &mut started {
+        agent.measure_from_now();
+    }
     let fwd_cpu_before = procs::cpu_seconds(fwd_pid);
     let (wrk, latency) = timed::wrk_for(cx.guard, nginx_pid, &url, shape, s.length)?;
     // Most of what the in-kernel part of propagation costs lands here:
@@ -332,10 +332,9 @@ fn one_run(cx: &mut Ctx, s: &Setup, mode: Mode, index: u32) -> Result<Run> {
         _ => None,
     };
     let (mut exit, mut agent_cpu) = (None, None);
-    if let Some((pid, lines)) = started {
-        let cpu = timed::cpu_when_settled(pid, timed::SETTLE_MAX);
-        agent_cpu = cpu_before.map(|b| cpu - b);
-        exit = Some(agent::stop(cx.guard, pid, &lines)?);
+    if let Some(agent) = started {
+        let done = agent.finish(cx.guard)?;
+        (exit, agent_cpu) = (Some(done.exit), done.cpu);
     }
     cx.guard.stop(fwd_pid, Duration::from_secs(5))?;
     let run = Run {

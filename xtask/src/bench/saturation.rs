@@ -98,25 +98,20 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                 None
             } else {
                 let cmd = agent::traced(cx.bin, cx.nginx_pid, receiver, cx.args);
-                Some(agent::start(cx.guard, cmd)?)
+                Some(agent::Timed::start(cx.guard, cmd)?)
             };
-            let cpu_before = started
-                .as_ref()
-                .and_then(|(pid, _)| super::procs::cpu_seconds(*pid));
             let receiver_before = super::procs::cpu_seconds(cx.receiver.pid);
             let (wrk, latency) = timed::wrk_for(cx.guard, cx.nginx_pid, &url, &shape, length)?;
             let (mut exit, mut agent_cpu, mut peak, mut receiver_cpu) = (None, None, None, None);
-            if let Some((pid, lines)) = started {
-                let cpu = timed::cpu_when_settled(pid, timed::SETTLE_MAX);
-                agent_cpu = cpu_before.map(|b| cpu - b);
+            if let Some(agent) = started {
+                let done = agent.finish(cx.guard)?;
+                // After the agent's exit: the spans it flushed then count.
                 if side == Side::Otlp {
                     let r = timed::cpu_when_settled(cx.receiver.pid, timed::SETTLE_MAX);
                     receiver_cpu = receiver_before.map(|b| r - b);
                 }
-                peak = super::procs::status_kib(pid, "VmHWM");
-                let e = agent::stop(cx.guard, pid, &lines)?;
-                problems.extend(e.problem(&format!("{NAME} run {index}")));
-                exit = Some(e);
+                problems.extend(done.exit.problem(&format!("{NAME} run {index}")));
+                (exit, agent_cpu, peak) = (Some(done.exit), done.cpu, done.peak_rss_kib);
             }
             if wrk.non_2xx > 0 {
                 problems.push(format!(
