@@ -108,6 +108,18 @@ impl Pipeline {
         }
         let tx = match sinks.pop() {
             Some((tx, _)) if sinks.is_empty() => tx,
+            None => {
+                // No output at all (`--print off`, no OTLP): spans are
+                // produced and counted, then dropped, in batches like an
+                // output's, so that capture pays no wake-up per span.
+                let (tx, rx) = mpsc::sync_channel(FANOUT_QUEUE);
+                let handle = std::thread::Builder::new()
+                    .name("wirespan-discard".into())
+                    .spawn(move || run_batches(rx, Box::new(Discard), DISCARD_BATCH))
+                    .map_err(|e| PipelineError::Thread("discard", e))?;
+                threads.push(handle);
+                tx
+            }
             last => {
                 sinks.extend(last);
                 let (tx, rx) = mpsc::sync_channel(FANOUT_QUEUE);
@@ -146,11 +158,25 @@ impl Pipeline {
     }
 }
 
-/// Hands each span to every output without ever blocking.
+/// Batches of the output that drops every span (see [`Discard`]): a
+/// quarter of its queue, at least every 50 ms.
+const DISCARD_BATCH: BatchConfig = BatchConfig {
+    max_batch: FANOUT_QUEUE / 4,
+    delay: Duration::from_millis(50),
+};
+
+/// The output when there is none: drops every batch.
+struct Discard;
+
+impl Exporter for Discard {
+    fn export(&mut self, _batch: &[Span]) -> Result<(), crate::export::ExportError> {
+        Ok(())
+    }
+}
+
+/// Hands each span to every output (at least two) without ever blocking.
 fn fan_out(rx: Receiver<Span>, sinks: &[Sink], stats: &Stats) {
     let Some(((last, last_dropped), rest)) = sinks.split_last() else {
-        // No output at all: spans are produced and counted, nothing else.
-        for _ in rx {}
         return;
     };
     for span in rx {
