@@ -13,11 +13,19 @@
 //! into anonymous members and sums their offsets, as a C compiler would.
 //! BTF records member offsets in bits; bitfield members are refused, since
 //! a byte offset cannot describe them.
+//!
+//! The BTF is read by [`raw`], which keeps the file's bytes and an index of
+//! its types rather than decoding all ~150k of them: the agent looks up a
+//! dozen, and start-up's peak memory is what an agent's limit must cover.
+
+mod raw;
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Member, Struct, Type};
+use raw::{Kind, Member, RawBtf, Type};
 use wirespan_common::config::{FdTableOffsets, SockOffsets};
+
+pub use raw::FormatError;
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -46,7 +54,7 @@ pub enum BtfError {
     Parse {
         path: PathBuf,
         #[source]
-        source: btf_rs::Error,
+        source: FormatError,
     },
     /// No struct (or union) of that name in the BTF.
     #[error("struct {0} not found in kernel BTF")]
@@ -76,12 +84,14 @@ pub enum BtfError {
 
 /// The kernel's BTF, parsed once and queried for member offsets.
 pub struct KernelBtf {
-    btf: Btf,
+    raw: RawBtf,
 }
 
 impl std::fmt::Debug for KernelBtf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelBtf").finish_non_exhaustive()
+        f.debug_struct("KernelBtf")
+            .field("types", &self.raw.type_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,20 +115,20 @@ impl KernelBtf {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&bytes, path)
+        Self::parse(bytes, path)
     }
 
-    /// Parse a raw BTF blob held in memory.
+    /// Parse a raw BTF blob held in memory (a copy of it is kept).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
-        Self::parse(bytes, Path::new("<memory>"))
+        Self::parse(bytes.to_vec(), Path::new("<memory>"))
     }
 
-    fn parse(bytes: &[u8], path: &Path) -> Result<Self, BtfError> {
-        let btf = Btf::from_bytes(bytes).map_err(|source| BtfError::Parse {
+    fn parse(bytes: Vec<u8>, path: &Path) -> Result<Self, BtfError> {
+        let raw = RawBtf::parse(bytes).map_err(|source| BtfError::Parse {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Self { btf })
+        Ok(Self { raw })
     }
 
     /// Byte offset of a member of `strukt`, reached through `member_path`.
@@ -144,25 +154,24 @@ impl KernelBtf {
                     strukt: current_name.clone(),
                     member: name.to_string(),
                 })?;
-            if found.member.bitfield_size().is_some_and(|size| size != 0)
-                || found.bit_offset % 8 != 0
-            {
+            if found.member.bitfield_size != 0 || found.bit_offset % 8 != 0 {
                 return Err(BtfError::Bitfield {
                     strukt: current_name,
                     member: name.to_string(),
                 });
             }
-            bits += found.bit_offset;
+            let overflow = || BtfError::Overflow(format!("{strukt}.{}", member_path.join(".")));
+            bits = bits.checked_add(found.bit_offset).ok_or_else(overflow)?;
 
             if i + 1 < member_path.len() {
                 let context = format!("{current_name}.{name}");
-                let next = self.composite_of(&found.member, &context)?.ok_or_else(|| {
-                    BtfError::NotComposite {
+                let next = self
+                    .composite_of(found.member.type_id, &context)?
+                    .ok_or_else(|| BtfError::NotComposite {
                         strukt: current_name.clone(),
                         member: name.to_string(),
-                    }
-                })?;
-                let next_name = self.name_of(&next, &context)?;
+                    })?;
+                let next_name = self.name_of(next.name_off, &context)?;
                 current_name = if next_name.is_empty() {
                     context
                 } else {
@@ -224,18 +233,26 @@ impl KernelBtf {
     /// The struct (or union) named `name`. Forward declarations and other
     /// kinds sharing the name are skipped; of several full definitions the
     /// first is taken (vmlinux BTF is deduplicated, so there is one).
-    fn find_struct(&self, name: &str) -> Result<Struct, BtfError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|e| malformed(name, e))?;
-        types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) | Type::Union(s) => Some(s),
-                _ => None,
-            })
-            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+    ///
+    /// A linear scan of every type: there is no name index to build, and a
+    /// scan of vmlinux (~150k types) takes ~0.1 ms, done ~20 times at start.
+    fn find_struct(&self, name: &str) -> Result<Type<'_>, BtfError> {
+        if name.is_empty() {
+            return Err(BtfError::NoStruct(String::new()));
+        }
+        for t in self.raw.types() {
+            let t = t.map_err(|e| malformed(name, e))?;
+            if matches!(t.kind, Kind::Struct | Kind::Union)
+                && t.name_off != 0
+                && self
+                    .raw
+                    .name_is(t.name_off, name.as_bytes())
+                    .map_err(|e| malformed(name, e))?
+            {
+                return Ok(t);
+            }
+        }
+        Err(BtfError::NoStruct(name.to_string()))
     }
 
     /// Search `s` for a member called `name`, descending into anonymous
@@ -243,7 +260,7 @@ impl KernelBtf {
     /// start of `s`.
     fn find_member(
         &self,
-        s: &Struct,
+        s: &Type<'_>,
         s_name: &str,
         name: &str,
         depth: usize,
@@ -258,24 +275,33 @@ impl KernelBtf {
                 detail: "anonymous members nested too deep".to_string(),
             });
         }
-        for member in &s.members {
-            let member_name = self.name_of(member, s_name)?;
-            if member_name == name {
-                return Ok(Some(Found {
-                    bit_offset: u64::from(member.bit_offset()),
-                    member: member.clone(),
-                }));
-            }
-            if !member_name.is_empty() {
+        let name_is = |off, name: &str| {
+            self.raw
+                .name_is(off, name.as_bytes())
+                .map_err(|e| malformed(s_name, e))
+        };
+        for member in s.members() {
+            // Compared in place: no member name is copied out.
+            let anonymous = member.name_off == 0 || name_is(member.name_off, "")?;
+            if !anonymous {
+                if name_is(member.name_off, name)? {
+                    return Ok(Some(Found {
+                        bit_offset: u64::from(member.bit_offset),
+                        member,
+                    }));
+                }
                 continue;
             }
-            let Some(inner) = self.composite_of(member, s_name)? else {
+            let Some(inner) = self.composite_of(member.type_id, s_name)? else {
                 // An anonymous non-composite member: padding (`int :3;`).
                 continue;
             };
             if let Some(found) = self.find_member(&inner, s_name, name, depth + 1)? {
+                let bit_offset = u64::from(member.bit_offset)
+                    .checked_add(found.bit_offset)
+                    .ok_or_else(|| BtfError::Overflow(format!("{s_name}.{name}")))?;
                 return Ok(Some(Found {
-                    bit_offset: u64::from(member.bit_offset()) + found.bit_offset,
+                    bit_offset,
                     member: found.member,
                 }));
             }
@@ -283,24 +309,23 @@ impl KernelBtf {
         Ok(None)
     }
 
-    /// The struct or union a member's type resolves to, looking through
+    /// The struct or union type `type_id` resolves to, looking through
     /// typedefs, qualifiers and type tags; `None` if it is anything else.
-    fn composite_of(&self, member: &Member, context: &str) -> Result<Option<Struct>, BtfError> {
-        let mut t = self
-            .btf
-            .resolve_chained_type(member)
-            .map_err(|e| malformed(context, e))?;
+    fn composite_of(&self, type_id: u32, context: &str) -> Result<Option<Type<'_>>, BtfError> {
+        let resolve = |id| self.raw.type_by_id(id).map_err(|e| malformed(context, e));
+        let mut t = resolve(type_id)?;
         for _ in 0..MAX_TYPE_CHAIN {
-            t = match t {
-                Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
-                Type::Typedef(ref x) => self.btf.resolve_chained_type(x),
-                Type::Const(ref x) | Type::Volatile(ref x) | Type::Restrict(ref x) => {
-                    self.btf.resolve_chained_type(x)
+            let Some(ty) = t else {
+                // void
+                return Ok(None);
+            };
+            t = match ty.kind {
+                Kind::Struct | Kind::Union => return Ok(Some(ty)),
+                Kind::Typedef | Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
+                    resolve(ty.referenced_type())?
                 }
-                Type::TypeTag(ref x) => self.btf.resolve_chained_type(x),
                 _ => return Ok(None),
-            }
-            .map_err(|e| malformed(context, e))?;
+            };
         }
         Err(BtfError::Malformed {
             context: context.to_string(),
@@ -308,16 +333,18 @@ impl KernelBtf {
         })
     }
 
-    /// The name of a type or member; the empty string when anonymous.
-    fn name_of(&self, t: &dyn BtfType, context: &str) -> Result<String, BtfError> {
-        if t.get_name_offset().is_none() {
+    /// The name at `name_off`; the empty string when anonymous (0). Names
+    /// are for messages, so bytes that are not UTF-8 are replaced.
+    fn name_of(&self, name_off: u32, context: &str) -> Result<String, BtfError> {
+        if name_off == 0 {
             return Ok(String::new());
         }
-        self.btf.resolve_name(t).map_err(|e| malformed(context, e))
+        let name = self.raw.name(name_off).map_err(|e| malformed(context, e))?;
+        Ok(String::from_utf8_lossy(name).into_owned())
     }
 }
 
-fn malformed(context: &str, e: btf_rs::Error) -> BtfError {
+fn malformed(context: &str, e: FormatError) -> BtfError {
     BtfError::Malformed {
         context: context.to_string(),
         detail: e.to_string(),

@@ -227,7 +227,7 @@ fn kernel_sock_offsets_are_plausible() {
     assert_ne!(s.skc_cookie, u32::MAX, "skc_cookie found");
     // struct tcp_sock begins with struct inet_connection_sock, which
     // begins with struct sock: its own fields come after those.
-    let sock = btf.find_struct("sock").unwrap().size() as u32;
+    let sock = btf.find_struct("sock").unwrap().size();
     assert!(s.tcp_copied_seq >= sock, "copied_seq {}", s.tcp_copied_seq);
     assert!(s.tcp_write_seq >= sock, "write_seq {}", s.tcp_write_seq);
     assert_ne!(s.tcp_copied_seq, s.tcp_write_seq);
@@ -238,7 +238,7 @@ fn kernel_sock_offsets_are_plausible() {
         btf.offset_of("sock_common", &["skc_dport"]).unwrap(),
         s.skc_dport
     );
-    let size = btf.find_struct("sock_common").unwrap().size() as u32;
+    let size = btf.find_struct("sock_common").unwrap().size();
     assert!(s.skc_v6_rcv_saddr + 16 <= size);
 }
 
@@ -247,7 +247,7 @@ fn kernel_fdtable_offsets_are_plausible() {
     let Some(btf) = kernel() else { return };
     let f = btf.fdtable_offsets().expect("fdtable offsets");
     eprintln!("{f:?}");
-    let size = |s: &str| btf.find_struct(s).unwrap().size() as u32;
+    let size = |s: &str| btf.find_struct(s).unwrap().size();
     assert!(f.task_files + 8 <= size("task_struct"));
     assert!(f.files_fdt + 8 <= size("files_struct"));
     assert!(f.fdtable_max_fds + 4 <= size("fdtable"));
