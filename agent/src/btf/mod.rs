@@ -352,6 +352,8 @@ fn malformed(context: &str, e: FormatError) -> BtfError {
 }
 
 #[cfg(test)]
+mod raw_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod writer;
