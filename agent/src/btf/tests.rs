@@ -330,7 +330,7 @@ fn parse_bpftool_raw(text: &str) -> HashMap<u32, RawType> {
     types
 }
 
-/// Independent of btf-rs: the offset in bits of a member path, from
+/// Independent of our reader: the offset in bits of a member path, from
 /// bpftool's (libbpf's) reading of the same BTF.
 fn raw_offset(types: &HashMap<u32, RawType>, strukt: &str, path: &[&str]) -> Option<u64> {
     fn composite(types: &HashMap<u32, RawType>, mut id: u32) -> Option<u32> {
@@ -409,28 +409,56 @@ fn kernel_offsets_match_bpftool() {
         );
     };
 
-    let s = btf.sock_offsets().expect("sock offsets");
+    // Destructured without `..`: a field added to either struct fails to
+    // compile here until it is checked too.
+    let SockOffsets {
+        skc_family,
+        skc_daddr,
+        skc_rcv_saddr,
+        skc_dport,
+        skc_num,
+        skc_v6_daddr,
+        skc_v6_rcv_saddr,
+        skc_cookie,
+        tcp_copied_seq,
+        tcp_write_seq,
+    } = btf.sock_offsets().expect("sock offsets");
     for (name, ours) in [
-        ("skc_family", s.skc_family),
-        ("skc_daddr", s.skc_daddr),
-        ("skc_rcv_saddr", s.skc_rcv_saddr),
-        ("skc_dport", s.skc_dport),
-        ("skc_num", s.skc_num),
-        ("skc_v6_daddr", s.skc_v6_daddr),
-        ("skc_v6_rcv_saddr", s.skc_v6_rcv_saddr),
-        ("skc_cookie", s.skc_cookie),
+        ("skc_family", skc_family),
+        ("skc_daddr", skc_daddr),
+        ("skc_rcv_saddr", skc_rcv_saddr),
+        ("skc_dport", skc_dport),
+        ("skc_num", skc_num),
+        ("skc_v6_daddr", skc_v6_daddr),
+        ("skc_v6_rcv_saddr", skc_v6_rcv_saddr),
+        ("skc_cookie", skc_cookie),
     ] {
         check("sock", &["__sk_common", name], ours);
         check("sock_common", &[name], ours);
     }
+    check("tcp_sock", &["copied_seq"], tcp_copied_seq);
+    check("tcp_sock", &["write_seq"], tcp_write_seq);
 
-    let f = btf.fdtable_offsets().expect("fdtable offsets");
-    check("task_struct", &["files"], f.task_files);
-    check("files_struct", &["fdt"], f.files_fdt);
-    check("fdtable", &["max_fds"], f.fdtable_max_fds);
-    check("fdtable", &["fd"], f.fdtable_fd);
-    check("file", &["private_data"], f.file_private_data);
-    check("file", &["f_inode"], f.file_f_inode);
-    check("inode", &["i_mode"], f.inode_i_mode);
-    check("socket", &["sk"], f.socket_sk);
+    let FdTableOffsets {
+        task_files,
+        files_fdt,
+        fdtable_max_fds,
+        fdtable_fd,
+        file_private_data,
+        file_f_inode,
+        inode_i_mode,
+        socket_sk,
+        socket_type,
+        _pad,
+    } = btf.fdtable_offsets().expect("fdtable offsets");
+    check("task_struct", &["files"], task_files);
+    check("files_struct", &["fdt"], files_fdt);
+    check("fdtable", &["max_fds"], fdtable_max_fds);
+    check("fdtable", &["fd"], fdtable_fd);
+    check("file", &["private_data"], file_private_data);
+    check("file", &["f_inode"], file_f_inode);
+    check("inode", &["i_mode"], inode_i_mode);
+    check("socket", &["sk"], socket_sk);
+    check("socket", &["type"], socket_type);
+    assert_eq!(_pad, 0);
 }
