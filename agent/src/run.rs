@@ -377,10 +377,12 @@ fn thread_trace_sink(ebpf: &mut aya::Ebpf) -> Option<ThreadTraceSink> {
     let mut map: aya::maps::HashMap<_, u64, ThreadTrace> =
         aya::maps::HashMap::try_from(map).ok()?;
     Some(Box::new(move |key: u64, trace_id: [u8; 16]| {
-        // Only an entry the kernel still holds: once the thread answered its
-        // requests the kernel removed it, and a late correction must not
-        // bring it back (the thread would look busy, its calls ambiguous).
-        if let Ok(mut t) = map.get(&key, 0) {
+        // Only a thread still serving: once it answered its requests its
+        // entry is idle (in_flight 0; the kernel keeps it for the thread's
+        // next request), and a late correction must not touch it.
+        if let Ok(mut t) = map.get(&key, 0)
+            && t.in_flight != 0
+        {
             t.trace_id = trace_id;
             // BPF_EXIST (2): update only, never create.
             let _ = map.insert(key, t, 2);

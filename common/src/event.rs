@@ -222,8 +222,9 @@ impl WireContext {
 }
 
 /// The trace a thread serves, as the kernel tracks it (map THREAD_TRACE,
-/// keyed by tgid << 32 | tid): set when the thread reads a request, gone
-/// when it has answered every request it read.
+/// keyed by tgid << 32 | tid): set when the thread reads a request, idle
+/// (`in_flight` 0) once it has answered every request it read. The entry
+/// stays between requests and leaves with its thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadTrace {

@@ -30,6 +30,7 @@ pub fn proc_exit(_ctx: TracePointContext) -> u32 {
     // Every thread's per-thread entries leave with it (they stay in their
     // maps between syscalls; see `maps::put_inflight`).
     let _ = INFLIGHT.remove(id);
+    crate::propagate::thread_exit(id);
     // Threads exit too; only the group leader's exit ends the process.
     if tgid == tid {
         crate::config::forget_judgement(tgid);
