@@ -2,7 +2,6 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
-    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -17,13 +16,12 @@ use wirespan_common::{
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// The last forced wake-up of the agent from this CPU, in ktime ns.
+/// The last forced wake-up of the agent from this CPU for an urgent
+/// record, in ktime ns.
 #[map(name = "WAKE_AT")]
 pub static WAKE_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Forced wake-ups per CPU are at least this far apart.
-const WAKE_EVERY_NS: u64 = 5_000_000;
-/// ... or this far, for a record the agent should act on soon (see
+/// Urgent wake-ups per CPU are at least this far apart (see
 /// [`urgent_wakeup`]).
 const WAKE_URGENT_EVERY_NS: u64 = 1_000_000;
 
@@ -33,48 +31,58 @@ const WAKE_URGENT_EVERY_NS: u64 = 1_000_000;
 /// every record the agent has not yet caught up with: with the agent idle
 /// between events that is every record, and in a VM the IPI is an APIC MSR
 /// write that traps to the hypervisor (measured: most of exit_writev's
-/// 5.8 us per run). So a CPU wakes the agent at most once per
-/// `WAKE_EVERY_NS` (at low rates that is still every record, so the agent
-/// hears of each one at once), the agent drains on a timer as well
-/// (`capture::POLL_INTERVAL`) for the records in between, and crossing a
-/// quarter of the ring wakes it at once so that a burst cannot fill the
-/// ring between two wake-ups. Crossing, not being above: a lagging agent
-/// must not bring the IPI back for every record.
+/// 5.8 us per run). So records do not wake the agent: it drains on a timer
+/// (`capture::POLL_INTERVAL`), and crossing a quarter of the ring wakes it
+/// at once so that a burst cannot fill the ring between two ticks.
+/// Crossing, not being above: a lagging agent must not bring the IPI back
+/// for every record.
+///
+/// Until 2026-11 a CPU also woke the agent once per 5 ms. At 1k req/s those
+/// wake-ups were most of the agent's CPU, at saturation their IPIs ~2% of
+/// the probes' time (perf: `native_write_msr` under `irq_work_queue`), and
+/// with the clock read they needed, ~5% more; the tick delivers the same
+/// records at most 10 ms later, and span times come from the records.
 #[inline(always)]
 pub fn batched_wakeup(len: u64) -> u64 {
-    wakeup_after(len, WAKE_EVERY_NS)
+    if crosses_mark(len) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 /// [`batched_wakeup`] for a record whose answer from the agent saves work
 /// if it comes soon (the head of a long message: the agent then tells the
 /// kernel to skip its body): at most one wake-up per CPU per
 /// `WAKE_URGENT_EVERY_NS`, so that a service whose every response is long
-/// costs at most a thousand wake-ups a second per CPU, not one each.
+/// costs at most a thousand wake-ups a second per CPU, not one each. `now`
+/// is the record's own `bpf_ktime_get_ns()`: the clock is not cheap to read
+/// (~100 ns here; perf: `read_tsc`).
 #[inline(always)]
-pub fn urgent_wakeup(len: u64) -> u64 {
-    wakeup_after(len, WAKE_URGENT_EVERY_NS)
-}
-
-#[inline(always)]
-fn wakeup_after(len: u64, every_ns: u64) -> u64 {
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let mark = EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
-    if avail < mark && avail + len >= mark {
+pub fn urgent_wakeup(len: u64, now: u64) -> u64 {
+    if crosses_mark(len) {
         return BPF_RB_FORCE_WAKEUP as u64;
     }
     let Some(last) = WAKE_AT.get_ptr_mut(0) else {
-        return 0; // adaptive, as without batching
+        return BPF_RB_NO_WAKEUP as u64;
     };
-    // SAFETY: argument-free helper; `last` is this CPU's slot, ours while
-    // this program runs.
+    // SAFETY: `last` is this CPU's slot, ours while this program runs.
     unsafe {
-        let now = bpf_ktime_get_ns();
-        if now.wrapping_sub(*last) >= every_ns {
+        if now.wrapping_sub(*last) >= WAKE_URGENT_EVERY_NS {
             *last = now;
             return BPF_RB_FORCE_WAKEUP as u64;
         }
     }
     BPF_RB_NO_WAKEUP as u64
+}
+
+/// Whether a record of `len` bytes takes the ring's unread bytes across a
+/// quarter of its size.
+#[inline(always)]
+fn crosses_mark(len: u64) -> bool {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
+    avail < mark && avail + len >= mark
 }
 
 #[map(name = "SELECTED_PIDS")]

@@ -357,7 +357,7 @@ fn send(s: &Scratch, len: usize, urgent: bool) {
     // SAFETY: callers bound len by the Scratch value's size.
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), len) };
     let flags = if urgent {
-        urgent_wakeup(len as u64)
+        urgent_wakeup(len as u64, s.ev.hdr.ts_exit_ns)
     } else {
         batched_wakeup(len as u64)
     };
