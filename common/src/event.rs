@@ -145,7 +145,9 @@ pub struct EventHeader {
     pub tid: u32,
     /// The fd the syscall acted on (the new fd for accept).
     pub fd: i32,
-    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall entry.
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall entry; for a socket
+    /// read's data event, its exit (the kernel does not read the clock at
+    /// a read's entry: only its exit says when the bytes came).
     pub ts_enter_ns: u64,
     /// CLOCK_MONOTONIC at syscall exit.
     pub ts_exit_ns: u64,
