@@ -25,17 +25,20 @@ use crate::{
     counters::bump,
     fdtable::tcp_sock_of_fd,
     maps::{
-        EVENTS, Inflight, SCRATCH, SOCKET_FDS, START_NONE, START_REQUEST, START_RESPONSE,
+        EVENTS, INFLIGHT, Inflight, SCRATCH, SOCKET_FDS, START_NONE, START_REQUEST, START_RESPONSE,
         START_UNKNOWN, Scratch, batched_wakeup, put_inflight, take_inflight, urgent_wakeup,
     },
     sock::read_tuple,
 };
 
-// syscalls:* tracepoint formats: args at 16, 24, 32; sys_exit ret at 16.
+// syscalls:* tracepoint formats: args at 16, 24, 32, 40; sys_exit ret at 16.
 const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
+const ARG3: usize = 40;
 const RET: usize = 16;
+/// recv flag: read without consuming (include/linux/socket.h).
+const MSG_PEEK: u64 = 2;
 
 /// `MAX_CAPTURE - 1`: masks that the verifier turns into value bounds.
 const MASK: usize = MAX_CAPTURE - 1;
@@ -56,6 +59,14 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
             ctx.read_at::<u64>(cnt_arg).unwrap_or(0),
         )
     };
+    if peeks(ctx, syscall, cnt) {
+        // Its sys_exit must not take a syscall still marked in flight.
+        if let Some(t) = INFLIGHT.get_ptr_mut(id) {
+            // SAFETY: this thread's own entry; only this thread writes it.
+            unsafe { (*t).sys.live = 0 };
+        }
+        return;
+    }
     // A write's first byte leaves when it starts; a read's arrives when it
     // returns, so its entry time (the wait for data) is of no use, and the
     // clock is not cheap to read (~100 ns here; perf: `read_tsc`). A
@@ -100,6 +111,22 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
     {
         request_intent(id, &inf, known);
     }
+}
+
+/// Whether a read only peeks (`MSG_PEEK`): its bytes stay queued and the
+/// next read returns them again, so it is not tracked at all (the parser
+/// would see them twice; the stream position, which a peek does not move,
+/// would be wrong). `cnt` is recvmsg's flags argument; recvfrom has its own
+/// after the length. read() and readv() cannot peek.
+#[inline(always)]
+fn peeks(ctx: &TracePointContext, syscall: Syscall, cnt: u64) -> bool {
+    let flags = match syscall {
+        // SAFETY: offset from the tracepoint format file.
+        Syscall::Recvfrom => unsafe { ctx.read_at::<u64>(ARG3) }.unwrap_or(0),
+        Syscall::Recvmsg => cnt,
+        _ => return false,
+    };
+    flags & MSG_PEEK != 0
 }
 
 /// `http_start`'s answer as an `Inflight::start` value.

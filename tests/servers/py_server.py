@@ -3,6 +3,10 @@
 
 Usage: py_server.py PORT
 
+With PY_SERVER_PEEK=1 in the environment, each connection's first bytes are
+peeked at before it is handled (recv and recvmsg with MSG_PEEK), as protocol
+sniffers do.
+
 Routes (any method; a request body announced by Content-Length is always read):
   /status/NNN[/anything]  reply with status NNN and a small text body
                           (no body for HEAD, 204 and 304)
@@ -18,10 +22,13 @@ Routes (any method; a request body announced by Content-Length is always read):
   anything else           200 with the path echoed
 """
 import hashlib
+import os
 import socket
 import struct
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PEEK = os.environ.get("PY_SERVER_PEEK") == "1"
 
 CHUNKS = [b"chunk-%d:" % i + b"abcdefghij" * (i + 1) + b"\n" for i in range(5)]
 
@@ -37,6 +44,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # keep stderr quiet
         pass
+
+    def setup(self):
+        super().setup()
+        if PEEK:
+            # Look without consuming: the recvmsg and the recvfrom syscalls,
+            # the second for as much as came (a whole request, usually).
+            self.connection.recvmsg(16, 0, socket.MSG_PEEK)
+            self.connection.recv(65536, socket.MSG_PEEK)
 
     def _read_body(self, sink=None):
         remaining = int(self.headers.get("Content-Length") or 0)
