@@ -70,7 +70,15 @@ impl Conn {
                 return Ok(status);
             }
             let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).context("reading a response")?;
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                // A signal interrupts a socket read that has a timeout even
+                // under SA_RESTART (signal(7)): the soak counted ~2 per 100k
+                // requests as errors (EINTR) while xtask's samplers' children
+                // came and went. Not an error of nginx's: read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading a response"),
+            };
             if n == 0 {
                 bail!("nginx closed the connection");
             }
@@ -290,8 +298,12 @@ fn worker(
                 let us = due.elapsed().as_micros();
                 w.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
             }
-            Err(_) => {
+            Err(e) => {
                 // Counted; a fresh connection carries on.
+                // The first few say why (the count alone told nothing).
+                if w.errors < 3 {
+                    eprintln!("    load: request {on_conn} on its connection failed: {e:#}");
+                }
                 w.errors += 1;
                 conn = Conn::open(port)?;
                 w.conns_opened += 1;
