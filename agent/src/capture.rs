@@ -24,8 +24,9 @@ use crate::{
 /// writes records without waking us (an IPI per record costs the traced
 /// syscall microseconds; see the eBPF `batched_wakeup`), so this tick is
 /// what delivers them, but for a burst that fills a quarter of the ring,
-/// an exec, and the head of a long message. Span timing comes from kernel timestamps, so
-/// the delay only shifts when a span is exported, not its duration.
+/// an exec, and the head of a long message. Span timing comes from kernel
+/// timestamps, so the delay only shifts when a span is exported, not its
+/// duration.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Runs until `stop` flips to true, then drains what is left and returns.

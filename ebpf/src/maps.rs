@@ -37,11 +37,11 @@ const WAKE_URGENT_EVERY_NS: u64 = 1_000_000;
 /// Crossing, not being above: a lagging agent must not bring the IPI back
 /// for every record.
 ///
-/// Until 2026-11 a CPU also woke the agent once per 5 ms. At 1k req/s those
-/// wake-ups were most of the agent's CPU, at saturation their IPIs ~2% of
-/// the probes' time (perf: `native_write_msr` under `irq_work_queue`), and
-/// with the clock read they needed, ~5% more; the tick delivers the same
-/// records at most 10 ms later, and span times come from the records.
+/// Until 2026-11 a CPU also woke the agent once per 5 ms: at saturation
+/// those IPIs were ~2% of the probes' time (perf: `native_write_msr` under
+/// `irq_work_queue`), and each record read the clock to decide. The tick
+/// delivers the same records at most 10 ms later, and span times come from
+/// the records.
 #[inline(always)]
 pub fn batched_wakeup(len: u64) -> u64 {
     if crosses_mark(len) {

@@ -191,7 +191,8 @@ pub fn server_request(
 fn serving(id: u64, trace_id: [u8; 16]) {
     if let Some(t) = THREAD_TRACE.get_ptr_mut(id) {
         // SAFETY: live map value of this thread; only this thread updates
-        // it from the kernel (the agent's corrections touch trace_id alone).
+        // it from the kernel (the agent's corrections write the value back
+        // with only trace_id changed, and only while it is in flight).
         unsafe {
             if (*t).in_flight == 0 {
                 (*t).trace_id = trace_id;
