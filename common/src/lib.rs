@@ -7,4 +7,5 @@
 
 pub mod config;
 pub mod event;
+pub mod hooks;
 pub mod maps;

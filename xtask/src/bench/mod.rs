@@ -35,6 +35,7 @@ mod bpf_stats;
 mod cgroup;
 mod chain;
 mod fixed_rate;
+mod floor;
 mod https;
 mod load;
 mod loadgen;

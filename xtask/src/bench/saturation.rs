@@ -6,11 +6,15 @@
 //! each as agent/none of the medians, and per round. The capture-only side
 //! separates what tracing costs from what exporting (the agent's encoding
 //! and the receiver, both on the same two CPUs as nginx and wrk) costs.
+//! Two more sides, with no agent at all, measure the floor under it
+//! ([`super::floor`]): empty programs on the agent's tracepoints, and empty
+//! raw tracepoints on every syscall's entry and exit.
 
 use serde_json::{Value, json};
 
 use super::{
     agent,
+    floor::Floor,
     report::{Row, Section, fmt},
     suite::Ctx,
     timed::{self, Latency, Wrk, median},
@@ -28,7 +32,19 @@ enum Side {
     Otlp,
     /// The agent with `--print off` and no exporter.
     Capture,
+    /// No agent: [`Floor::agent_tracepoints`].
+    Floor,
+    /// No agent: [`Floor::raw_syscalls`].
+    FloorRaw,
 }
+
+const SIDES: [Side; 5] = [
+    Side::None,
+    Side::Otlp,
+    Side::Capture,
+    Side::Floor,
+    Side::FloorRaw,
+];
 
 impl Side {
     fn name(self) -> &'static str {
@@ -36,6 +52,8 @@ impl Side {
             Side::None => "none",
             Side::Otlp => "agent",
             Side::Capture => "capture-only",
+            Side::Floor => "floor-tracepoints",
+            Side::FloorRaw => "floor-raw-syscalls",
         }
     }
 }
@@ -53,6 +71,8 @@ struct Run {
     /// and wrk, so its cost is in the ratio too.
     receiver_cpu: Option<f64>,
     peak_rss_kib: Option<u64>,
+    /// Attach points of a floor side.
+    floor_points: Option<usize>,
 }
 
 pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
@@ -82,7 +102,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     let mut all: Vec<Run> = Vec::new();
     let mut problems = Vec::new();
     for index in 1..=runs {
-        for side in [Side::None, Side::Otlp, Side::Capture] {
+        for side in SIDES {
             cx.check_time(&format!("{NAME} run {index}"))?;
             section(&format!(
                 "bench: {NAME} run {index}/{runs}, {} s, {}",
@@ -91,17 +111,29 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                     Side::None => "no agent",
                     Side::Otlp => "agent (OTLP)",
                     Side::Capture => "agent (capture only, --print off)",
+                    Side::Floor => "no agent, empty programs on its tracepoints",
+                    Side::FloorRaw => "no agent, empty raw sys_enter/sys_exit programs",
                 }
             ));
             let receiver = (side == Side::Otlp).then_some(cx.receiver);
-            let started = if side == Side::None {
-                None
-            } else {
+            let floor = match side {
+                Side::Floor => Some(Floor::agent_tracepoints()?),
+                Side::FloorRaw => Some(Floor::raw_syscalls()?),
+                _ => None,
+            };
+            if let Some(f) = &floor {
+                note(&f.what);
+            }
+            let started = if matches!(side, Side::Otlp | Side::Capture) {
                 let cmd = agent::traced(cx.bin, cx.nginx_pid, receiver, cx.args);
                 Some(agent::Timed::start(cx.guard, cmd)?)
+            } else {
+                None
             };
             let receiver_before = super::procs::cpu_seconds(cx.receiver.pid);
             let (wrk, latency) = timed::wrk_for(cx.guard, cx.nginx_pid, &url, &shape, length)?;
+            // Detached before anything else runs.
+            let floor_points = floor.map(|f| f.points);
             let (mut exit, mut agent_cpu, mut peak, mut receiver_cpu) = (None, None, None, None);
             if let Some(agent) = started {
                 let done = agent.finish(cx.guard)?;
@@ -140,6 +172,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                 agent_cpu,
                 receiver_cpu,
                 peak_rss_kib: peak,
+                floor_points,
             });
         }
     }
@@ -176,6 +209,14 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     };
     let pairs = pairs_of(Side::Otlp);
     let capture_pairs = pairs_of(Side::Capture);
+    let floor_throughput = ratio_of(Side::Floor, &rps);
+    let floor_pairs = pairs_of(Side::Floor);
+    let floor_raw_throughput = ratio_of(Side::FloorRaw, &rps);
+    let floor_raw_pairs = pairs_of(Side::FloorRaw);
+    let floor_points = all
+        .iter()
+        .find(|r| r.side == Side::Floor)
+        .and_then(|r| r.floor_points);
     let cpu_per_request = |side: Side, cpu: &dyn Fn(&Run) -> Option<f64>| {
         med(side, &|r| {
             let c = cpu(r)?;
@@ -188,7 +229,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     let figures = json!({
         "seconds_per_run": length.as_secs(),
         "runs_per_side": runs,
-        "order": "no agent, agent (OTLP), agent (capture only), repeated",
+        "order": "no agent, agent (OTLP), agent (capture only), floor (empty programs on the agent's tracepoints), floor (empty raw sys_enter/sys_exit), repeated",
         "wrk_threads": cx.args.threads,
         "wrk_connections": cx.args.connections,
         "warmup_requests_per_sec": warm.rps,
@@ -200,10 +241,19 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         "pair_throughput_ratios": pairs,
         "capture_throughput_ratio": capture_throughput,
         "capture_pair_throughput_ratios": capture_pairs,
+        "floor_tracepoints": floor_points,
+        "floor_requests_per_sec_median": med(Side::Floor, &rps),
+        "floor_throughput_ratio": floor_throughput,
+        "floor_pair_throughput_ratios": floor_pairs,
+        "floor_raw_requests_per_sec_median": med(Side::FloorRaw, &rps),
+        "floor_raw_throughput_ratio": floor_raw_throughput,
+        "floor_raw_pair_throughput_ratios": floor_raw_pairs,
         "cpu_us_per_request_median": {
             "nginx_none": nginx_us(Side::None),
             "nginx_agent": nginx_us(Side::Otlp),
             "nginx_capture": nginx_us(Side::Capture),
+            "nginx_floor": nginx_us(Side::Floor),
+            "nginx_floor_raw": nginx_us(Side::FloorRaw),
             "agent_otlp": agent_us(Side::Otlp),
             "agent_capture": agent_us(Side::Capture),
             "receiver": receiver_us,
@@ -275,6 +325,29 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                 .map(|(a, b)| a - b)),
             "—",
         ),
+        Row::new(
+            NAME,
+            format!(
+                "floor, no agent: throughput with empty programs on its {} tracepoints / none (median req/s: {}; per round {}; nginx CPU µs per request {})",
+                fmt(floor_points.map(|n| n as f64), |v| format!("{v:.0}")),
+                fmt(med(Side::Floor, &rps), |v| format!("{v:.0}")),
+                list(&floor_pairs),
+                us(nginx_us(Side::Floor))
+            ),
+            x(floor_throughput),
+            "—",
+        ),
+        Row::new(
+            NAME,
+            format!(
+                "floor, no agent: throughput with empty raw tracepoints on sys_enter and sys_exit / none (median req/s: {}; per round {}; nginx CPU µs per request {})",
+                fmt(med(Side::FloorRaw, &rps), |v| format!("{v:.0}")),
+                list(&floor_raw_pairs),
+                us(nginx_us(Side::FloorRaw))
+            ),
+            x(floor_raw_throughput),
+            "—",
+        ),
         latency_row("p50", &p50_ms, p50),
         latency_row("p99", &p99_ms, p99),
     ];
@@ -288,6 +361,8 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
             "/latency_p99_ratio",
             "/none_requests_per_sec_median",
             "/agent_requests_per_sec_median",
+            "/floor_throughput_ratio",
+            "/floor_raw_throughput_ratio",
         ]
         .map(String::from)
         .to_vec(),
@@ -307,6 +382,7 @@ fn run_json(r: &Run) -> Value {
         "agent_cpu_seconds": r.agent_cpu,
         "receiver_cpu_seconds": r.receiver_cpu,
         "agent_peak_rss_kib": r.peak_rss_kib,
+        "floor_attach_points": r.floor_points,
         "spans_emitted": r.exit.as_ref().map(|e| e.counter("spans_emitted")),
         "spans_exported": r.exit.as_ref().map(|e| e.counter("spans_exported")),
         "drops": r.exit.as_ref().map(|e| Value::Object(e.drops())),
