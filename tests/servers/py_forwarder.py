@@ -23,6 +23,11 @@ Every response (forwarded or leaf) carries `X-Received-Context`: the same
 JSON for this hop's own request, so a client can check exactly which
 `traceparent`/`tracestate` header lines a hop received (none, one, or a
 duplicate).
+
+A forwarder asked for `/late/...` forwards and answers as usual, then, on
+the same thread and once its answer has been sent, makes one more upstream
+request, to `/after/late/...` (its answer is dropped): work a service does
+after it has answered, which belongs to no request's trace.
 """
 import json
 import sys
@@ -96,6 +101,17 @@ class Handler(BaseHTTPRequestHandler):
         except OSError as err:
             code, out = 502, ("upstream failed: %s\n" % err).encode()
         self._reply(code, out, received)
+        if self.path.startswith("/late/"):
+            self.wfile.flush()
+            self._call_after_reply()
+
+    def _call_after_reply(self):
+        request = urllib.request.Request(UPSTREAM + "/after" + self.path)
+        try:
+            with OPENER.open(request, timeout=30) as resp:
+                resp.read()
+        except OSError as err:
+            sys.stderr.write("late call failed: %s\n" % err)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 

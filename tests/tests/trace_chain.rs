@@ -190,6 +190,114 @@ fn curl_chain(mode: Mode<'_>) {
     );
 }
 
+/// Requests in the late-call tests: each makes a second call after its reply.
+const LATE_N: usize = 5;
+
+/// A call that a server thread makes after it has answered belongs to no
+/// request: its client span is a root, in a trace of its own (which the
+/// leaf's server span joins), and the request's trace holds only what
+/// happened while it was served.
+///
+/// curl → Python forwarder → Python leaf, on `/late/...`: the forwarder
+/// answers, then calls the leaf again on the same thread
+/// (`/after/late/...`). Guards the kernel's idle THREAD_TRACE entry (a
+/// thread's entry stays, `in_flight` 0, between its requests; see
+/// `propagate::client_request`): taken for a serving one, it would give the
+/// late call the last request's trace id.
+#[test]
+fn a_call_after_the_reply_starts_its_own_trace() {
+    late_call(Mode::Neither);
+}
+
+/// The same, with TCP option propagation on.
+#[test]
+fn a_call_after_the_reply_starts_its_own_trace_tcp_options() {
+    if !env::require_ebpf() {
+        return;
+    }
+    let cg = TestCgroup::create("late-call");
+    cg.enter();
+    late_call(Mode::TcpOption(&cg));
+    cg.leave();
+}
+
+/// The same, with `traceparent` injection only.
+#[test]
+fn a_call_after_the_reply_starts_its_own_trace_injection() {
+    if !env::require_ebpf() {
+        return;
+    }
+    let cg = TestCgroup::create("late-call-inject");
+    cg.enter();
+    late_call(Mode::Injection(&cg));
+    cg.leave();
+}
+
+fn late_call(mode: Mode<'_>) {
+    if !env::require_ebpf() || !env::require_program("curl") {
+        return;
+    }
+    let leaf = Server::py_leaf();
+    let py = Server::py_forwarder(&leaf.base_url());
+    let agent = agent(&[&py, &leaf], mode);
+    let (py_exe, leaf_exe) = (chain::exe_of(&py), chain::exe_of(&leaf));
+    let mut expected = Vec::new();
+    for i in 0..LATE_N {
+        let path = format!("/late/call-{i}");
+        let run = curl(&[&py.url(&path)]);
+        let t = run.only();
+        assert_eq!(
+            t.http_code,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&t.body)
+        );
+        let mut request = ExpectedTrace::chain(
+            &path,
+            200,
+            &[
+                ("curl CLIENT", run.pid, CLIENT, py.port),
+                ("python SERVER", py.pid(), SERVER, py.port),
+                ("python CLIENT", py.pid(), CLIENT, leaf.port),
+                ("leaf SERVER", leaf.pid(), SERVER, leaf.port),
+            ],
+        )
+        .within(run.window);
+        for (hop, name) in request
+            .hops
+            .iter_mut()
+            .zip(["curl", &py_exe, &py_exe, &leaf_exe])
+        {
+            hop.exe = Some(name.to_string());
+        }
+        expected.push(request);
+        // Made after curl had its answer: no window, and a root.
+        expected.push(ExpectedTrace::chain(
+            &format!("/after{path}"),
+            200,
+            &[
+                ("python CLIENT after the reply", py.pid(), CLIENT, leaf.port),
+                (
+                    "leaf SERVER of the late call",
+                    leaf.pid(),
+                    SERVER,
+                    leaf.port,
+                ),
+            ],
+        ));
+    }
+    let stopped = chain::collect(agent, &expected);
+    let traces = chain::assert_traces("late calls", &stopped.spans, &expected);
+    // Three calls per request: curl's, the forwarder's, and the late one.
+    assert_propagated(mode, &stopped, 3 * LATE_N as u64);
+    eprintln!(
+        "[test] {} traces, e.g. a request and its late call:\n{}\n{}",
+        traces.len(),
+        chain::show_all(&traces[0]),
+        chain::show_all(&traces[1])
+    );
+}
+
 /// Client threads in the test process.
 const THREADS: usize = 16;
 /// Requests per thread, one after the other on one keep-alive connection.
