@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::env;
-use crate::span::{self, Span};
+use crate::span::{self, Span, SpanKind};
 
 /// How long the agent may take to attach its probes: 60 s, or
 /// `$WIRESPAN_READY_TIMEOUT_SECS` (the kernel-matrix guests, where the
@@ -274,6 +274,24 @@ impl Agent {
             .filter(|sp| pred(sp))
             .cloned()
             .collect()
+    }
+
+    /// How most tests end: waits for `count` spans of `kind` from process
+    /// `pid`, stops the agent and checks that it exited cleanly. Returns
+    /// what it left, and all of `pid`'s spans of that kind (for the caller
+    /// to match: more than `count` is the caller's to judge).
+    pub fn finish(self, pid: u32, kind: SpanKind, count: usize) -> (Stopped, Vec<Span>) {
+        let wanted = |s: &Span| s.kind == kind && s.pid() == Some(pid);
+        self.wait_for_spans(wanted, count, span_timeout());
+        let stopped = self.stop();
+        stopped.assert_clean_exit();
+        let spans = stopped
+            .spans
+            .iter()
+            .filter(|s| wanted(s))
+            .cloned()
+            .collect();
+        (stopped, spans)
     }
 
     /// SIGINT, then wait for the flush and exit. See [`Agent::stop_with`].

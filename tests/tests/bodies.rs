@@ -5,7 +5,6 @@
 //!
 //! Run as root with `--test-threads=1`.
 
-use wirespan_tests::agent::span_timeout;
 use wirespan_tests::clients::curl;
 use wirespan_tests::data::{seeded_bytes, sha256_hex};
 use wirespan_tests::env;
@@ -64,10 +63,7 @@ fn post_5mb(extra_curl_args: &[&str], seed: u64, path_tag: &str) {
         "the server received different bytes than the client sent while the agent ran"
     );
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), 1, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (_, spans) = agent.finish(pid, SpanKind::Server, 1);
     expect::assert_spans_match(
         &format!("5 MB POST ({path_tag})"),
         &spans,
@@ -115,12 +111,10 @@ fn chunked_response() {
         "chunked body as the client reassembled it"
     );
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), 1, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (_, spans) = agent.finish(pid, SpanKind::Server, 1);
     expect::assert_spans_match(
         "chunked response",
-        &expect::of(&stopped.spans, pid, SpanKind::Server),
+        &spans,
         &[Expected::new("GET", "/chunked", 200).within(run.window)],
         SpanKind::Server,
         server.port,
@@ -154,17 +148,11 @@ fn chunked_response_then_keep_alive() {
         }
     }
 
-    agent.wait_for_spans(
-        |s| s.is_server() && s.pid() == Some(pid),
-        expected.len(),
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (_, spans) = agent.finish(pid, SpanKind::Server, expected.len());
     let expected: Vec<Expected> = expected.into_iter().map(|e| e.within(run.window)).collect();
     expect::assert_spans_match(
         "chunked then keep-alive",
-        &expect::of(&stopped.spans, pid, SpanKind::Server),
+        &spans,
         &expected,
         SpanKind::Server,
         server.port,
@@ -188,16 +176,10 @@ fn post_5mb_client_span() {
     assert_eq!(t.http_code, 200);
     assert_eq!(String::from_utf8_lossy(&t.body), digest);
 
-    agent.wait_for_spans(
-        |s| s.is_client() && s.pid() == Some(run.pid),
-        1,
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (_, spans) = agent.finish(run.pid, SpanKind::Client, 1);
     expect::assert_spans_match(
         "curl 5 MB POST",
-        &expect::of(&stopped.spans, run.pid, SpanKind::Client),
+        &spans,
         &[Expected::new("POST", "/upload", 200).within(run.window)],
         SpanKind::Client,
         server.port,
@@ -264,13 +246,11 @@ fn long_upload_goes_as_lengths_and_keep_alive_follows() {
     assert_eq!(String::from_utf8_lossy(&t[0].body), digest);
     assert_eq!(t[1].http_code, 201);
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), 2, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (stopped, spans) = agent.finish(pid, SpanKind::Server, 2);
     assert_lengths_only(&stopped, "upload");
     expect::assert_spans_match(
         "long upload, then keep-alive",
-        &expect::of(&stopped.spans, pid, SpanKind::Server),
+        &spans,
         &[
             Expected::new("POST", "/upload", 200).within(run.window),
             Expected::new("POST", "/status/201/after-upload", 201).within(run.window),
@@ -303,17 +283,11 @@ fn long_download_goes_as_lengths_and_keep_alive_follows() {
     );
     assert_eq!(t[1].http_code, 202);
 
-    agent.wait_for_spans(
-        |s| s.is_client() && s.pid() == Some(run.pid),
-        2,
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (stopped, spans) = agent.finish(run.pid, SpanKind::Client, 2);
     assert_lengths_only(&stopped, "download");
     expect::assert_spans_match(
         "long download, then keep-alive",
-        &expect::of(&stopped.spans, run.pid, SpanKind::Client),
+        &spans,
         &[
             Expected::new("GET", &format!("/bytes/{FIVE_MB}"), 200).within(run.window),
             Expected::new("GET", "/status/202/after-download", 202).within(run.window),

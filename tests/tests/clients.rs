@@ -129,16 +129,10 @@ fn python_urllib_client_by_pid() {
         agent = Some(Agent::start_ready(&["--pid", &pid.to_string()]));
     });
     let agent = agent.expect("agent started");
-    agent.wait_for_spans(
-        |s| s.is_client() && s.pid() == Some(pid),
-        URLLIB_PLAN.len(),
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (stopped, spans) = agent.finish(pid, SpanKind::Client, URLLIB_PLAN.len());
     expect::assert_spans_match(
         "python urllib client (--pid)",
-        &expect::of(&stopped.spans, pid, SpanKind::Client),
+        &spans,
         &urllib_expected(window),
         SpanKind::Client,
         server.port,
@@ -161,16 +155,10 @@ fn python_urllib_client_by_exe_path_started_after_agent() {
     let server = Server::python();
     let agent = Agent::start_ready(&["--exe-path", "*/python3*"]);
     let (pid, window) = run_urllib_client(&server, |_| {});
-    agent.wait_for_spans(
-        |s| s.is_client() && s.pid() == Some(pid),
-        URLLIB_PLAN.len(),
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (stopped, spans) = agent.finish(pid, SpanKind::Client, URLLIB_PLAN.len());
     expect::assert_spans_match(
         "python urllib client (--exe-path, started after the agent)",
-        &expect::of(&stopped.spans, pid, SpanKind::Client),
+        &spans,
         &urllib_expected(window),
         SpanKind::Client,
         server.port,

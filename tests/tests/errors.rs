@@ -8,7 +8,6 @@
 //!
 //! Run as root with `--test-threads=1`.
 
-use wirespan_tests::agent::span_timeout;
 use wirespan_tests::clients::{Window, curl};
 use wirespan_tests::env;
 use wirespan_tests::expect;
@@ -72,10 +71,7 @@ fn server_resets_mid_response() {
     let ok = curl(&[&server.url("/status/200/after-reset")]);
     assert_eq!(ok.only().http_code, 200);
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), 2, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (_, spans) = agent.finish(pid, SpanKind::Server, 2);
     let reset: Vec<Span> = spans
         .iter()
         .filter(|s| s.path() != Some("/status/200/after-reset"))
@@ -111,16 +107,10 @@ fn client_sees_reset_mid_response() {
         run.stderr
     );
 
-    agent.wait_for_spans(
-        |s| s.is_client() && s.pid() == Some(run.pid),
-        1,
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (_, spans) = agent.finish(run.pid, SpanKind::Client, 1);
     assert_error_span(
         "curl (client side of /reset)",
-        &expect::of(&stopped.spans, run.pid, SpanKind::Client),
+        &spans,
         server.port,
         run.window,
     );

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use wirespan_tests::agent::span_timeout;
 use wirespan_tests::clients::{Window, curl, read_responses};
 use wirespan_tests::env;
 use wirespan_tests::expect::{self, Expected};
@@ -46,10 +45,7 @@ fn keep_alive_100(server: Server, statuses: &[u16]) {
     );
     let expected: Vec<Expected> = expected.into_iter().map(|e| e.within(run.window)).collect();
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), N, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (_, spans) = agent.finish(pid, SpanKind::Server, N);
     expect::assert_spans_match(
         &format!("{} keep-alive", server.name),
         &spans,
@@ -172,14 +168,7 @@ fn pipeline(server: Server, reqs: Vec<Req>, agent_args: &[&str]) {
         );
     }
 
-    agent.wait_for_spans(
-        |s| s.is_server() && s.pid() == Some(pid),
-        reqs.len(),
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (_, spans) = agent.finish(pid, SpanKind::Server, reqs.len());
     let expected: Vec<Expected> = reqs
         .iter()
         .map(|r| Expected::new(r.method, &r.path, r.status).within(window))

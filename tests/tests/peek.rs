@@ -5,7 +5,6 @@
 //!
 //! Run as root with `--test-threads=1`.
 
-use wirespan_tests::agent::span_timeout;
 use wirespan_tests::clients::curl;
 use wirespan_tests::env;
 use wirespan_tests::expect::{self, Expected};
@@ -55,14 +54,7 @@ fn peeked_bytes_are_parsed_once() {
         expected.extend(wanted.into_iter().map(|e| e.within(done.window)));
     }
 
-    agent.wait_for_spans(
-        |s| s.is_server() && s.pid() == Some(pid),
-        expected.len(),
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (stopped, spans) = agent.finish(pid, SpanKind::Server, expected.len());
     expect::assert_spans_match(
         "python, peeking",
         &spans,

@@ -8,7 +8,6 @@
 //!
 //! Run as root with `--test-threads=1`.
 
-use wirespan_tests::agent::span_timeout;
 use wirespan_tests::clients::curl_method;
 use wirespan_tests::env;
 use wirespan_tests::expect::{self, Expected};
@@ -70,10 +69,7 @@ fn serve_and_check_with(server: Server, tag: &str, extra: &[&str]) {
         expected.push(Expected::new(method, &path, status).within(run.window));
     }
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), N, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (stopped, spans) = agent.finish(pid, SpanKind::Server, N);
     expect::assert_spans_match(
         &format!("{} pid {pid}", server.name),
         &spans,

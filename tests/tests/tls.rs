@@ -565,10 +565,7 @@ fn https_server_resets_mid_response() {
     let ok = tls::curl(&certs, &[&tls::https_url(server.port, after)]);
     assert_eq!(ok.only().http_code, 200);
 
-    agent.wait_for_spans(|s| s.is_server() && s.pid() == Some(pid), 2, span_timeout());
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
-    let spans = expect::of(&stopped.spans, pid, SpanKind::Server);
+    let (_, spans) = agent.finish(pid, SpanKind::Server, 2);
     let (after_spans, reset): (Vec<Span>, Vec<Span>) =
         spans.into_iter().partition(|s| s.path() == Some(after));
     assert_reset_span(
@@ -606,16 +603,10 @@ fn https_client_sees_reset() {
         run.stderr
     );
 
-    agent.wait_for_spans(
-        |s| s.is_client() && s.pid() == Some(run.pid),
-        1,
-        span_timeout(),
-    );
-    let stopped = agent.stop();
-    stopped.assert_clean_exit();
+    let (_, spans) = agent.finish(run.pid, SpanKind::Client, 1);
     assert_reset_span(
         "curl (client side of /reset over TLS)",
-        &expect::of(&stopped.spans, run.pid, SpanKind::Client),
+        &spans,
         server.port,
         run.window,
     );
