@@ -62,25 +62,13 @@ fn curl_python_java_nginx_one_trace_per_request() {
 /// servers and curl are born in.
 #[test]
 fn curl_python_java_nginx_one_trace_per_request_tcp_options() {
-    if !env::require_ebpf() {
-        return;
-    }
-    let cg = TestCgroup::create("chain");
-    cg.enter();
-    curl_chain(Mode::TcpOption(&cg));
-    cg.leave();
+    in_cgroup("chain", |cg| Mode::TcpOption(cg), curl_chain);
 }
 
 /// The same, with `traceparent` injection only.
 #[test]
 fn curl_python_java_nginx_one_trace_per_request_injection() {
-    if !env::require_ebpf() {
-        return;
-    }
-    let cg = TestCgroup::create("chain-inject");
-    cg.enter();
-    curl_chain(Mode::Injection(&cg));
-    cg.leave();
+    in_cgroup("chain-inject", |cg| Mode::Injection(cg), curl_chain);
 }
 
 /// How context crosses the wire in a run.
@@ -89,6 +77,19 @@ enum Mode<'a> {
     Neither,
     TcpOption(&'a TestCgroup),
     Injection(&'a TestCgroup),
+}
+
+/// Runs `test` in a propagating mode, in a child cgroup `name` that the
+/// test's servers and clients are born in (propagation attaches sock_ops
+/// there, never to the root cgroup).
+fn in_cgroup(name: &str, mode: for<'a> fn(&'a TestCgroup) -> Mode<'a>, test: fn(Mode<'_>)) {
+    if !env::require_ebpf() {
+        return;
+    }
+    let cg = TestCgroup::create(name);
+    cg.enter();
+    test(mode(&cg));
+    cg.leave();
 }
 
 /// The agent for `servers` in `mode`.
@@ -212,25 +213,13 @@ fn a_call_after_the_reply_starts_its_own_trace() {
 /// The same, with TCP option propagation on.
 #[test]
 fn a_call_after_the_reply_starts_its_own_trace_tcp_options() {
-    if !env::require_ebpf() {
-        return;
-    }
-    let cg = TestCgroup::create("late-call");
-    cg.enter();
-    late_call(Mode::TcpOption(&cg));
-    cg.leave();
+    in_cgroup("late-call", |cg| Mode::TcpOption(cg), late_call);
 }
 
 /// The same, with `traceparent` injection only.
 #[test]
 fn a_call_after_the_reply_starts_its_own_trace_injection() {
-    if !env::require_ebpf() {
-        return;
-    }
-    let cg = TestCgroup::create("late-call-inject");
-    cg.enter();
-    late_call(Mode::Injection(&cg));
-    cg.leave();
+    in_cgroup("late-call-inject", |cg| Mode::Injection(cg), late_call);
 }
 
 fn late_call(mode: Mode<'_>) {
@@ -327,25 +316,13 @@ fn sixteen_threads_times_two_hundred_chained_requests() {
 /// The same with TCP option propagation on (child cgroup).
 #[test]
 fn sixteen_threads_times_two_hundred_chained_requests_tcp_options() {
-    if !env::require_ebpf() {
-        return;
-    }
-    let cg = TestCgroup::create("chain16");
-    cg.enter();
-    concurrent_chain(Mode::TcpOption(&cg));
-    cg.leave();
+    in_cgroup("chain16", |cg| Mode::TcpOption(cg), concurrent_chain);
 }
 
 /// The same with header injection only (child cgroup).
 #[test]
 fn sixteen_threads_times_two_hundred_chained_requests_injection() {
-    if !env::require_ebpf() {
-        return;
-    }
-    let cg = TestCgroup::create("chain16inj");
-    cg.enter();
-    concurrent_chain(Mode::Injection(&cg));
-    cg.leave();
+    in_cgroup("chain16inj", |cg| Mode::Injection(cg), concurrent_chain);
 }
 
 fn concurrent_chain(mode: Mode<'_>) {
