@@ -96,7 +96,8 @@ enum Task {
     /// Needs root. Builds the release agent (unless --agent), starts nginx
     /// (one process, static file) and the OTLP receiver of the tests
     /// (tests/otlp/receiver.py, gRPC). The default scenario, `suite`, runs
-    /// saturation (wrk without and with the agent, alternating), fixed-rate
+    /// saturation (wrk without and with the agent, alternating, and with
+    /// only empty programs on its tracepoints: the floor), fixed-rate
     /// (10k and 1k req/s: agent CPU, RSS, completeness), bpf-stats (kernel
     /// run time per program) and scaling (1 to 10,000 connections: memory
     /// per connection), then writes target/bench/report.json and
