@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: what the agent costs, measured on real processes.
 //!
-//! The default is the suite ([`suite`]: saturation, fixed-rate, bpf-stats,
+//! The default is the suite ([`suite`]: saturation, fixed-rate, hook-cost, bpf-stats,
 //! scaling, chain and bodies, one report in `target/bench/report.{json,md}`); each
 //! of its scenarios also runs alone (`--scenario chain`). The older
 //! scenarios (all against nginx serving a small static file, one process,
@@ -36,6 +36,7 @@ mod cgroup;
 mod chain;
 mod fixed_rate;
 mod floor;
+mod hook_cost;
 mod https;
 mod load;
 mod loadgen;
@@ -77,12 +78,15 @@ const STALL: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
-    /// saturation, fixed-rate, bpf-stats, scaling, chain, bodies: one report
+    /// saturation, fixed-rate, hook-cost, bpf-stats, scaling, chain, bodies: one report
     Suite,
     /// wrk at full speed, alternating without and with the agent (OTLP)
     Saturation,
     /// fixed request rates with the agent: its CPU, RSS, span completeness
     FixedRate,
+    /// nginx's CPU per request at 10k req/s: nothing attached, empty
+    /// programs on the agent's hooks (the floor), the agent capturing
+    HookCost,
     /// per-program kernel run time (kernel.bpf_stats_enabled) under load
     BpfStats,
     /// 1 to 10,000 open connections: the agent's memory per connection
@@ -115,6 +119,7 @@ impl Scenario {
             Self::Suite => "suite",
             Self::Saturation => "saturation",
             Self::FixedRate => "fixed-rate",
+            Self::HookCost => "hook-cost",
             Self::BpfStats => "bpf-stats",
             Self::Scaling => "scaling",
             Self::Chain => "chain",

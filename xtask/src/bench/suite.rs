@@ -1,10 +1,13 @@
-//! The default bench: six scenarios, one report; all but the chain against
-//! one nginx, the chain with its own services.
+//! The default bench: seven scenarios, one report; all but the chain and
+//! bodies against one nginx, those two with their own services.
 //!
 //! - `saturation` ([`super::saturation`]): wrk at full speed, without and
-//!   with the agent (exporting over OTLP), alternating;
+//!   with the agent (exporting over OTLP), alternating, and with the floor
+//!   (empty programs where the agent attaches its own);
 //! - `fixed-rate` ([`super::fixed_rate`]): fixed request rates with the
 //!   agent: its CPU, RSS and span completeness;
+//! - `hook-cost` ([`super::hook_cost`]): nginx's CPU per request at a fixed
+//!   rate with nothing attached, with the floor, and with the agent;
 //! - `bpf-stats` ([`super::bpf_stats`]): the kernel's own run time of each
 //!   of the agent's programs;
 //! - `scaling` ([`super::scaling`]): 1 to 10,000 open connections: the
@@ -31,7 +34,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{
-    BenchArgs, Scenario, bodies, bpf_stats, chain, fixed_rate, load,
+    BenchArgs, Scenario, bodies, bpf_stats, chain, fixed_rate, hook_cost, load,
     procs::{self, Guard},
     receiver::{self, Receiver, Waited},
     report::{self, Section},
@@ -109,6 +112,7 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
         Scenario::Suite | Scenario::All => vec![
             Scenario::Saturation,
             Scenario::FixedRate,
+            Scenario::HookCost,
             Scenario::BpfStats,
             Scenario::Scaling,
             Scenario::Chain,
@@ -117,6 +121,7 @@ pub fn selected(scenario: Scenario) -> Vec<Scenario> {
         // The soak runs alone, on the suite's nginx and receiver.
         Scenario::Saturation
         | Scenario::FixedRate
+        | Scenario::HookCost
         | Scenario::BpfStats
         | Scenario::Scaling
         | Scenario::Chain
@@ -180,6 +185,7 @@ pub fn run(
         sections.push(match s {
             Scenario::Saturation => saturation::run(&mut cx)?,
             Scenario::FixedRate => fixed_rate::run(&mut cx)?,
+            Scenario::HookCost => hook_cost::run(&mut cx)?,
             Scenario::BpfStats => bpf_stats::run(&mut cx)?,
             Scenario::Scaling => scaling::run(&mut cx)?,
             Scenario::Chain => chain::run(&mut cx)?,
