@@ -98,9 +98,11 @@ enum Task {
     /// (tests/otlp/receiver.py, gRPC). The default scenario, `suite`, runs
     /// saturation (wrk without and with the agent, alternating, and with
     /// only empty programs on its tracepoints: the floor), fixed-rate
-    /// (10k and 1k req/s: agent CPU, RSS, completeness), bpf-stats (kernel
-    /// run time per program) and scaling (1 to 10,000 connections: memory
-    /// per connection), then writes target/bench/report.json and
+    /// (10k and 1k req/s: agent CPU, RSS, completeness), hook-cost (nginx's
+    /// CPU per request at 10k req/s with nothing attached, the floor, the
+    /// agent), bpf-stats (kernel run time per program), scaling (1 to 10,000
+    /// connections: memory per connection), chain (a traced two-hop chain)
+    /// and bodies (1 MiB responses), then writes target/bench/report.json and
     /// target/bench/report.md (also on stdout). --short: a few seconds per
     /// scenario, and the report is checked for well-formedness (CI). The
     /// older scenarios (baseline, otlp-100k, print-off, https) write
