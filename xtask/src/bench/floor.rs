@@ -47,8 +47,9 @@ pub struct Floor {
     pub what: String,
     /// How many attach points.
     pub points: usize,
-    /// Program fds, then the perf event or raw tracepoint fds that hold
-    /// the attachments: closing them detaches.
+    /// The perf event or raw tracepoint fds that hold the attachments
+    /// (closing one detaches), each before its program's fd: a Vec drops
+    /// in order, so nothing is left attached to a closed program.
     _fds: Vec<OwnedFd>,
 }
 

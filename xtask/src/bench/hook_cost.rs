@@ -85,8 +85,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
                 length.as_secs(),
                 side.label()
             ));
-            let (run, problem) = one(cx, round, side, length)?;
-            problems.extend(problem);
+            let run = one(cx, round, side, length, &mut problems)?;
             note(format!(
                 "{} requests, {:.0} req/s; nginx CPU {:.2} s, {} µs per request",
                 run.requests,
@@ -157,9 +156,9 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
                 )
             } else {
                 format!(
-                    "nginx CPU per request at {RATE} req/s, {}: {} more than none (rounds {})",
+                    "nginx CPU per request at {RATE} req/s, {}: {} against nothing attached (rounds {})",
                     s.label(),
-                    us(added(s)),
+                    fmt(added(s), |v| format!("{v:+.2} µs")),
                     list(&rounds_of(s))
                 )
             };
@@ -181,7 +180,13 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
 }
 
 /// One side for `length`: attach what it needs, run the load, detach.
-fn one(cx: &mut Ctx, round: u32, side: Side, length: Duration) -> Result<(Run, Option<String>)> {
+fn one(
+    cx: &mut Ctx,
+    round: u32,
+    side: Side,
+    length: Duration,
+    problems: &mut Vec<String>,
+) -> Result<Run> {
     let floor = match side {
         Side::Floor => Some(Floor::agent_tracepoints()?),
         Side::FloorRaw => Some(Floor::raw_syscalls()?),
@@ -205,22 +210,22 @@ fn one(cx: &mut Ctx, round: u32, side: Side, length: Duration) -> Result<(Run, O
     )?;
     let nginx_cpu = procs::cpu_seconds(cx.nginx_pid).unwrap_or(0.0) - before;
     drop(floor);
-    let mut problem = None;
     if let Some((pid, lines)) = started {
         let exit = agent::stop(cx.guard, pid, &lines)?;
-        problem = exit.problem(&format!("{NAME} round {round}"));
+        problems.extend(exit.problem(&format!("{NAME} round {round}")));
     }
     if load.non_2xx > 0 {
-        problem = Some(format!("{NAME} round {round}: {} non-2xx", load.non_2xx));
+        problems.push(format!(
+            "{NAME} round {round}, {}: {} non-2xx",
+            side.name(),
+            load.non_2xx
+        ));
     }
-    Ok((
-        Run {
-            round,
-            side,
-            requests: load.completed,
-            achieved_rate: load.achieved_rate,
-            nginx_cpu,
-        },
-        problem,
-    ))
+    Ok(Run {
+        round,
+        side,
+        requests: load.completed,
+        achieved_rate: load.achieved_rate,
+        nginx_cpu,
+    })
 }
