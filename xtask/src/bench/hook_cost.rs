@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::{
@@ -198,7 +198,12 @@ fn one(
     } else {
         None
     };
-    let before = procs::cpu_seconds(cx.nginx_pid).unwrap_or(0.0);
+    // No figure rather than a zero one if nginx is gone.
+    let nginx_cpu_now = || {
+        procs::cpu_seconds(cx.nginx_pid)
+            .with_context(|| format!("{NAME}: reading nginx's CPU time (pid {})", cx.nginx_pid))
+    };
+    let before = nginx_cpu_now()?;
     let load = loadgen::fixed_rate(
         cx.port,
         RATE,
@@ -208,7 +213,7 @@ fn one(
         None,
         &mut || {},
     )?;
-    let nginx_cpu = procs::cpu_seconds(cx.nginx_pid).unwrap_or(0.0) - before;
+    let nginx_cpu = nginx_cpu_now()? - before;
     drop(floor);
     if let Some((pid, lines)) = started {
         let exit = agent::stop(cx.guard, pid, &lines)?;
