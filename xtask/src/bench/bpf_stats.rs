@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    agent, bpf_fds, loadgen,
+    agent, bpf_fds,
     report::{Row, Section, fmt},
     suite::Ctx,
 };
@@ -145,15 +145,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         before.len(),
         length.as_secs()
     ));
-    let load = loadgen::fixed_rate(
-        cx.port,
-        RATE,
-        cx.args.connections,
-        length,
-        cx.load_cpu,
-        None,
-        &mut || {},
-    )?;
+    let load = cx.fixed_rate(RATE, length, &mut || {})?;
     let after = programs_of(pid)?;
     let exit = agent::stop(cx.guard, pid, &lines)?;
     drop(stats);

@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{
-    agent, loadgen,
+    agent,
     procs::{self},
     report::{self, Row, Section, fmt},
     suite::Ctx,
@@ -78,15 +78,7 @@ fn one_rate(cx: &mut Ctx, rate: u32, length: Duration) -> Result<(Value, Option<
     let cpu_before = procs::cpu_seconds(pid).unwrap_or(0.0);
     let mut rss: Vec<u64> = Vec::new();
     let mut sample = || rss.extend(procs::status_kib(pid, "VmRSS"));
-    let load = loadgen::fixed_rate(
-        cx.port,
-        rate,
-        cx.args.connections,
-        length,
-        cx.load_cpu,
-        None,
-        &mut sample,
-    )?;
+    let load = cx.fixed_rate(rate, length, &mut sample)?;
     // CPU while the load ran; what the agent spends draining afterwards is
     // in `agent_cpu_seconds_total`.
     let cpu_load = procs::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{
     agent,
     floor::Floor,
-    loadgen, procs,
+    procs,
     report::{Row, Section, fmt},
     suite::Ctx,
     timed::median,
@@ -204,15 +204,7 @@ fn one(
             .with_context(|| format!("{NAME}: reading nginx's CPU time (pid {})", cx.nginx_pid))
     };
     let before = nginx_cpu_now()?;
-    let load = loadgen::fixed_rate(
-        cx.port,
-        RATE,
-        cx.args.connections,
-        length,
-        cx.load_cpu,
-        None,
-        &mut || {},
-    )?;
+    let load = cx.fixed_rate(RATE, length, &mut || {})?;
     let nginx_cpu = nginx_cpu_now()? - before;
     drop(floor);
     if let Some((pid, lines)) = started {

@@ -34,7 +34,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{
-    BenchArgs, Scenario, bodies, bpf_stats, chain, fixed_rate, hook_cost, load,
+    BenchArgs, Scenario, bodies, bpf_stats, chain, fixed_rate, hook_cost, load, loadgen,
     procs::{self, Guard},
     receiver::{self, Receiver, Waited},
     report::{self, Section},
@@ -87,6 +87,26 @@ impl Ctx<'_> {
         let accepted = waited.accepted.saturating_sub(before);
         let completeness = (expected > 0).then(|| accepted as f64 / expected as f64);
         Ok((waited, accepted, completeness))
+    }
+
+    /// xtask's open-loop client at `rate` for `length` against the suite's
+    /// nginx, on `--connections` kept-alive connections, from the load CPU;
+    /// `sample` runs every 200 ms.
+    pub fn fixed_rate(
+        &self,
+        rate: u32,
+        length: Duration,
+        sample: &mut dyn FnMut(),
+    ) -> Result<loadgen::RateRun> {
+        loadgen::fixed_rate(
+            self.port,
+            rate,
+            self.args.connections,
+            length,
+            self.load_cpu,
+            None,
+            sample,
+        )
     }
 
     /// Length of a timed run: the full one, or a short one under `--short`.
