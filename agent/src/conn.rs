@@ -374,7 +374,8 @@ impl ConnTable {
             return;
         }
         // Reads: the first byte is there when the syscall returns. Writes:
-        // the first byte leaves when the syscall starts.
+        // the first byte leaves when the syscall starts (a response head's
+        // send carries its exit time there: see `EventHeader::ts_enter_ns`).
         let (t_first, t_last) = match d.direction {
             Direction::Ingress => (h.ts_exit_ns, h.ts_exit_ns),
             Direction::Egress => (h.ts_enter_ns, h.ts_exit_ns),

@@ -146,8 +146,10 @@ pub struct EventHeader {
     /// The fd the syscall acted on (the new fd for accept).
     pub fd: i32,
     /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall entry; for a socket
-    /// read's data event, its exit (the kernel does not read the clock at
-    /// a read's entry: only its exit says when the bytes came).
+    /// read's data event, and a send's that the kernel saw start with
+    /// `HTTP` (a response head), its exit: the kernel does not read the
+    /// clock at their entry (a read's exit says when the bytes came; a
+    /// response's timing is its end, `ts_exit_ns`).
     pub ts_enter_ns: u64,
     /// CLOCK_MONOTONIC at syscall exit.
     pub ts_exit_ns: u64,

@@ -162,8 +162,8 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Inflight {
-    /// bpf_ktime_get_ns at entry; 0 for a socket read, whose entry time is
-    /// of no use (see `syscalls::on_enter`).
+    /// bpf_ktime_get_ns at entry; 0 for a socket read and a response head's
+    /// send, whose entry times are of no use (see `syscalls::on_enter`).
     pub ts_enter: u64,
     /// Buffer (read/write/sendto/recvfrom), iovec array (readv/writev) or
     /// user_msghdr (sendmsg/recvmsg).

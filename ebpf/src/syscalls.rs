@@ -67,17 +67,9 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
         }
         return;
     }
-    // A write's first byte leaves when it starts; a read's arrives when it
-    // returns, so its entry time (the wait for data) is of no use, and the
-    // clock is not cheap to read (~100 ns here; perf: `read_tsc`). A
-    // read's event carries its exit time as its entry time.
     let egress = syscall.direction() == Direction::Egress;
     let mut inf = Inflight {
-        ts_enter: if egress {
-            unsafe { bpf_ktime_get_ns() }
-        } else {
-            0
-        },
+        ts_enter: 0, // see below
         buf,
         iovcnt: cnt,
         sk: 0,
@@ -100,6 +92,16 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
         }
         if known.is_some() {
             inf.start = start_code(http_start(syscall, &inf));
+        }
+        // A request's first byte leaves when its write starts: a client
+        // span starts then. A read's first byte arrives when it returns,
+        // so its entry time (the wait for data) is of no use; nor is a
+        // response head's (the agent ends a server span at the write's
+        // exit). Those events carry their exit time as their entry time,
+        // and the clock is not cheap to read (~100 ns here; perf:
+        // `read_tsc`): a server's every response skipped it.
+        if inf.start != START_RESPONSE {
+            inf.ts_enter = unsafe { bpf_ktime_get_ns() };
         }
     }
     if !put_inflight(id, &inf) {
