@@ -615,9 +615,10 @@ fn mute(
     }
     let mute = match c.muted {
         Some((done, at)) if done == mute || done == Mute::All => {
-            // A read's event carries its exit time here (see
-            // `EventHeader::ts_enter_ns`): one that began before the tell
-            // and ended after it is told again, a harmless blind write.
+            // A read's event, and a response head's, carries its exit
+            // time here (see `EventHeader::ts_enter_ns`): one that began
+            // before the tell and ended after it is told again, a harmless
+            // blind write.
             if h.ts_enter_ns <= at {
                 return; // sent before the kernel was told
             }
