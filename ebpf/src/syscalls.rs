@@ -97,9 +97,9 @@ fn on_enter(ctx: &TracePointContext, syscall: Syscall, buf_arg: usize, cnt_arg: 
         // span starts then. A read's first byte arrives when it returns,
         // so its entry time (the wait for data) is of no use; nor is a
         // response head's (the agent ends a server span at the write's
-        // exit). Those events carry their exit time as their entry time,
-        // and the clock is not cheap to read (~100 ns here; perf:
-        // `read_tsc`): a server's every response skipped it.
+        // exit). Those events carry their exit time as their entry time:
+        // the clock is not cheap to read (~100 ns here; perf: `read_tsc`),
+        // and a server skips it for every response it sends.
         if inf.start != START_RESPONSE {
             inf.ts_enter = unsafe { bpf_ktime_get_ns() };
         }
