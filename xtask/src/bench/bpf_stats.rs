@@ -7,20 +7,32 @@
 //! on the output), so start-up is left out. The tracepoint programs run on
 //! every syscall of every process and filter by pid inside, so on a shared
 //! machine other processes' syscalls add runs (cheap, filtered ones).
+//!
+//! With stats on, the kernel reads the clock around every run, and that is
+//! counted in the run's time. An empty program ([`Floor::on_hook`]) on
+//! [`CALIBRATION_HOOK`], beside the agent's own program there, measures
+//! that cost per run; it is reported, and subtracted per run in a second
+//! per-request figure.
 
 use std::{collections::BTreeMap, fs, process::Command};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use wirespan_common::hooks::{HOOKS, Hook};
+
 use super::{
     agent, bpf_fds,
+    floor::Floor,
     report::{Row, Section, fmt},
     suite::Ctx,
 };
 use crate::util::{self, note};
 
 const NAME: &str = "bpf-stats";
+/// The agent's program whose tracepoint carries the calibration: one the
+/// load hits twice per request (nginx's reads), in every kernel's hooks.
+const CALIBRATION_HOOK: &str = "enter_recvfrom";
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The load: the rate the issue's targets are stated at.
 const RATE: u32 = 10_000;
@@ -132,10 +144,16 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         bail!("bpftool not found: run `cargo xtask setup`");
     }
     let length = cx.length(cx.args.bpf_stats_seconds);
+    let hook: &Hook = HOOKS
+        .iter()
+        .find(|h| h.program == CALIBRATION_HOOK)
+        .with_context(|| format!("no hook {CALIBRATION_HOOK} in wirespan_common::hooks"))?;
     let stats = StatsEnabled::new()?;
+    let empty = Floor::on_hook(hook)?;
     let cmd = agent::traced(cx.bin, cx.nginx_pid, None, cx.args);
     let (pid, lines) = agent::start(cx.guard, cmd)?;
     let before = programs_of(pid)?;
+    let empty_before = empty.run_stats()?;
     if before.is_empty() {
         agent::stop(cx.guard, pid, &lines)?;
         bail!("the agent (pid {pid}) holds no BPF program fds (/proc/{pid}/fdinfo)");
@@ -147,8 +165,13 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
     ));
     let load = cx.fixed_rate(RATE, length, &mut || {})?;
     let after = programs_of(pid)?;
+    let empty_after = empty.run_stats()?;
     let exit = agent::stop(cx.guard, pid, &lines)?;
+    drop(empty);
     drop(stats);
+    let empty_runs = empty_after.0.saturating_sub(empty_before.0);
+    let overhead_ns = (empty_runs > 0)
+        .then(|| empty_after.1.saturating_sub(empty_before.1) as f64 / empty_runs as f64);
 
     let mut progs: Vec<(u64, Prog)> = after
         .into_iter()
@@ -166,6 +189,10 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
     let total_ns: u64 = progs.iter().map(|(_, p)| p.run_time_ns).sum();
     let total_runs: u64 = progs.iter().map(|(_, p)| p.run_cnt).sum();
     let per_req = (load.completed > 0).then(|| total_ns as f64 / load.completed as f64);
+    // The same, less the stats' own cost on each run.
+    let per_req_net = per_req
+        .zip(overhead_ns)
+        .map(|(ns, o)| (ns - o * total_runs as f64 / load.completed as f64).max(0.0));
     let cpu_pct = total_ns as f64 / 1e9 / load.seconds.max(1e-9) * 100.0;
     note(format!(
         "{} requests at {:.0} req/s: {total_runs} program runs, {:.1} ms in the kernel \
@@ -187,6 +214,18 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         fmt(per_req, |v| format!("{v:.0} ns")),
         "—",
     )];
+    rows.push(Row::new(
+        NAME,
+        format!(
+            "bpf_stats' own cost per run (an empty program on {}:{}, {empty_runs} runs); per request less that: {} over {:.1} runs",
+            hook.category,
+            hook.name,
+            fmt(per_req_net, |v| format!("{v:.0} ns")),
+            total_runs as f64 / load.completed.max(1) as f64
+        ),
+        fmt(overhead_ns, |v| format!("{v:.0} ns/run")),
+        "—",
+    ));
     for (_, p) in progs.iter().filter(|(_, p)| p.run_cnt > 0) {
         rows.push(Row::new(
             NAME,
@@ -211,6 +250,12 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         "total_run_time_ns": total_ns,
         "total_ns_per_request": per_req,
         "kernel_cpu_pct_of_core": cpu_pct,
+        "stats_overhead": {
+            "what": format!("an empty program on {}:{} beside the agent's, stats on", hook.category, hook.name),
+            "run_cnt": empty_runs,
+            "ns_per_run": overhead_ns,
+        },
+        "total_ns_per_request_less_stats_overhead": per_req_net,
         "selection": "the BPF program fds the agent holds (/proc/PID/fdinfo: prog_id, run_cnt, run_time_ns); names from bpftool prog show --json",
         "programs": progs.iter().map(|(id, p)| json!({
             "id": id,
@@ -228,6 +273,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section> {
         rows,
         required: [
             "/total_ns_per_request",
+            "/stats_overhead/ns_per_run",
             "/programs_selected",
             "/total_run_cnt",
         ]

@@ -13,6 +13,10 @@
 //!   cheaper-looking alternative (no trace record is built for a raw
 //!   tracepoint), and the least any capture of syscall payloads attaches.
 //!
+//! And one on a single hook ([`Floor::on_hook`]), whose run statistics
+//! ([`Floor::run_stats`]) measure what `kernel.bpf_stats_enabled` itself
+//! adds to each run of a program (`bpf-stats`).
+//!
 //! Loaded with the bpf(2) and perf_event_open(2) syscalls directly (no
 //! loader library: there is nothing to relocate), and detached by closing
 //! the fds when the [`Floor`] is dropped, also when the bench fails.
@@ -20,12 +24,14 @@
 use std::{
     ffi::CString,
     fs,
-    os::fd::{FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
 use anyhow::{Context, Result};
 use wirespan_common::hooks::{HOOKS, Hook, SOCK_HOOKS};
+
+use super::bpf_fds::field;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -51,6 +57,8 @@ pub struct Floor {
     /// (closing one detaches), each before its program's fd: a Vec drops
     /// in order, so nothing is left attached to a closed program.
     _fds: Vec<OwnedFd>,
+    /// The programs' fds (owned by `_fds`), for [`Floor::run_stats`].
+    programs: Vec<RawFd>,
 }
 
 impl Floor {
@@ -72,27 +80,59 @@ impl Floor {
             );
         }
         let points = fds.len();
+        let programs = vec![prog.as_raw_fd()];
         fds.push(prog);
         Ok(Self {
             what: format!("empty programs on the agent's {points} tracepoints"),
             points,
             _fds: fds,
+            programs,
         })
+    }
+
+    /// An empty program on the one tracepoint `h`.
+    pub fn on_hook(h: &Hook) -> Result<Self> {
+        let prog = load(BPF_PROG_TYPE_TRACEPOINT)?;
+        let event = attach_tracepoint(&prog, h)
+            .with_context(|| format!("floor: attaching {}:{}", h.category, h.name))?;
+        let programs = vec![prog.as_raw_fd()];
+        Ok(Self {
+            what: format!("an empty program on {}:{}", h.category, h.name),
+            points: 1,
+            _fds: vec![event, prog],
+            programs,
+        })
+    }
+
+    /// `(run_cnt, run_time_ns)` summed over the programs, from this
+    /// process's fdinfo: counted only while `kernel.bpf_stats_enabled` is 1.
+    pub fn run_stats(&self) -> Result<(u64, u64)> {
+        let (mut cnt, mut ns) = (0, 0);
+        for fd in &self.programs {
+            let path = format!("/proc/self/fdinfo/{fd}");
+            let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            cnt += field(&text, "run_cnt").unwrap_or(0);
+            ns += field(&text, "run_time_ns").unwrap_or(0);
+        }
+        Ok((cnt, ns))
     }
 
     /// An empty raw-tracepoint program on `sys_enter` and one on `sys_exit`.
     pub fn raw_syscalls() -> Result<Self> {
         let mut fds = Vec::new();
+        let mut programs = Vec::new();
         for name in ["sys_enter", "sys_exit"] {
             let prog = load(BPF_PROG_TYPE_RAW_TRACEPOINT)?;
             let link = raw_tracepoint_open(name, &prog)
                 .with_context(|| format!("floor: attaching raw tracepoint {name}"))?;
+            programs.push(prog.as_raw_fd());
             fds.extend([link, prog]);
         }
         Ok(Self {
             what: "empty raw tracepoint programs on sys_enter and sys_exit".to_string(),
             points: 2,
             _fds: fds,
+            programs,
         })
     }
 }
@@ -147,7 +187,6 @@ fn load(prog_type: u32) -> Result<OwnedFd> {
 
 /// A perf event on the tracepoint's id, with `prog` attached and enabled.
 fn attach_tracepoint(prog: &OwnedFd, h: &Hook) -> Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
     let id_path = tracefs_events().join(h.category).join(h.name).join("id");
     let id: u64 = fs::read_to_string(&id_path)
         .with_context(|| format!("reading {}", id_path.display()))?
@@ -192,7 +231,6 @@ fn attach_tracepoint(prog: &OwnedFd, h: &Hook) -> Result<OwnedFd> {
 
 /// `BPF_RAW_TRACEPOINT_OPEN`: the returned fd holds the attachment.
 fn raw_tracepoint_open(name: &str, prog: &OwnedFd) -> Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
     let name = CString::new(name)?;
     let mut attr = [0u64; 16];
     attr[0] = name.as_ptr() as u64;
