@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::agent::{Agent, Stopped, span_timeout};
-use crate::clients::{self, Window, clock_slack_ns};
+use crate::clients::{self, Window, clock_slack_ns, end_slack_ns};
 use crate::expect::must_be_error;
 use crate::servers::{self, Server};
 use crate::span::{self, STATUS_ERROR, STATUS_UNSET, Span, SpanKind};
@@ -551,7 +551,7 @@ pub fn assert_traces(what: &str, spans: &[Span], expected: &[ExpectedTrace]) -> 
                             ));
                         }
                         if s.start_ns + clock_slack_ns() < p.start_ns
-                            || s.end_ns > p.end_ns + clock_slack_ns()
+                            || s.end_ns > p.end_ns + end_slack_ns()
                         {
                             problems.push(format!(
                                 "{who}: span [{}, {}] is not inside its parent {} [{}, {}] \
@@ -829,7 +829,7 @@ mod tests {
     #[test]
     fn reports_a_child_outside_its_parent() {
         let mut spans = good("/a", T1, 1);
-        spans[2].end_ns = 390 + clock_slack_ns() + 1;
+        spans[2].end_ns = 390 + end_slack_ns() + 1;
         let msg = failure(&spans, &[expected("/a")]);
         assert!(msg.contains("is not inside its parent b SERVER"), "{msg}");
     }

@@ -181,13 +181,15 @@ fn check_one(problems: &mut Vec<String>, s: &Span, e: &Expected, kind: SpanKind,
         && !w.contains(s)
     {
         problems.push(format!(
-            "{who}: span [{}, {}] not inside the client's window [{}, {}] (+/- {} ns): \
-             starts {:+} ns from the window start, ends {:+} ns from the window end: {s}",
+            "{who}: span [{}, {}] not inside the client's window [{}, {}] ({} ns slack at \
+             the start, {} at the end): starts {:+} ns from the window start, ends {:+} ns \
+             from the window end: {s}",
             s.start_ns,
             s.end_ns,
             w.start_ns,
             w.end_ns,
             crate::clients::clock_slack_ns(),
+            crate::clients::end_slack_ns(),
             i128::from(s.start_ns) - i128::from(w.start_ns),
             i128::from(s.end_ns) - i128::from(w.end_ns),
         ));

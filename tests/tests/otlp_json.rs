@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wirespan_tests::agent::span_timeout;
-use wirespan_tests::clients::{self, Window, clock_slack_ns};
+use wirespan_tests::clients::{self, Window, clock_slack_ns, end_slack_ns};
 use wirespan_tests::env;
 use wirespan_tests::servers::Server;
 use wirespan_tests::{Agent, span};
@@ -235,11 +235,12 @@ fn otlp_json_decodes_with_pypi_opentelemetry_proto() {
                 if start > end {
                     problems.push(format!("{who}: start {start} > end {end}"));
                 }
-                if start + clock_slack_ns() < test_start || end > test_end + clock_slack_ns() {
+                if start + clock_slack_ns() < test_start || end > test_end + end_slack_ns() {
                     problems.push(format!(
                         "{who}: [{start}, {end}] outside the test's window [{test_start}, \
-                         {test_end}] (+/- {} ns)",
-                        clock_slack_ns()
+                         {test_end}] ({} ns slack at the start, {} at the end)",
+                        clock_slack_ns(),
+                        end_slack_ns()
                     ));
                 }
             }
@@ -297,13 +298,15 @@ fn otlp_json_decodes_with_pypi_opentelemetry_proto() {
         if let (Some(start), Some(end)) = (
             s["start_time_unix_nano"].as_u64(),
             s["end_time_unix_nano"].as_u64(),
-        ) && (start + clock_slack_ns() < w.start_ns || end > w.end_ns + clock_slack_ns())
+        ) && (start + clock_slack_ns() < w.start_ns || end > w.end_ns + end_slack_ns())
         {
             problems.push(format!(
-                "{who}: [{start}, {end}] outside its curl window [{}, {}] (+/- {} ns)",
+                "{who}: [{start}, {end}] outside its curl window [{}, {}] ({} ns slack at the \
+                 start, {} at the end)",
                 w.start_ns,
                 w.end_ns,
-                clock_slack_ns()
+                clock_slack_ns(),
+                end_slack_ns()
             ));
         }
     }

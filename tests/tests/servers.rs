@@ -4,7 +4,8 @@
 //! paths, each with the right method, status and span status, and each lying
 //! inside the wall-clock window the test measured around its own curl run
 //! (with `clients::clock_slack_ns()` of slack for the kernel-to-Unix clock
-//! conversion).
+//! conversion, and `clients::end_slack_ns()` at the end: a span ends at a
+//! syscall's exit, which a preempted server thread reaches late).
 //!
 //! Run as root with `--test-threads=1`.
 
