@@ -13,6 +13,13 @@
 //!   cheaper-looking alternative (no trace record is built for a raw
 //!   tracepoint), and the least any capture of syscall payloads attaches.
 //!
+//! - [`Floor::cgroup_skb`]: an allow-all `cgroup_skb` program on the
+//!   ingress and on the egress of a cgroup (the bench's nginx's): the
+//!   cheapest hook this kernel offers that sees a socket's payload, per
+//!   packet and outside the syscall path. No design here captures that way
+//!   (a packet has no thread, so no trace context); it measures what such a
+//!   design would start from.
+//!
 //! And one on a single hook ([`Floor::on_hook`]), whose run statistics
 //! ([`Floor::run_stats`]) measure what `kernel.bpf_stats_enabled` itself
 //! adds to each run of a program (`bpf-stats`).
@@ -35,6 +42,11 @@ use super::bpf_fds::field;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+/// `enum bpf_attach_type`.
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
 const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const PERF_TYPE_TRACEPOINT: u32 = 2;
@@ -44,6 +56,9 @@ const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 /// `mov64 r0, 0; exit`: opcode, registers, offset, immediate per instruction.
 const EMPTY_PROGRAM: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+/// `mov64 r0, 1; exit`: a cgroup_skb program that lets every packet pass
+/// (0 would drop them all).
+const ALLOW_PROGRAM: [u64; 2] = [0x0000_0001_0000_00b7, 0x0000_0000_0000_0095];
 /// Shown by `bpftool prog show`, so that a leftover is recognisable.
 const PROG_NAME: &[u8] = b"wirespan_floor";
 
@@ -117,6 +132,34 @@ impl Floor {
         Ok((cnt, ns))
     }
 
+    /// An allow-all cgroup_skb program on the ingress and one on the egress
+    /// of the cgroup v2 directory `cgroup`, attached with bpf links (closing
+    /// the link's fd detaches). Only sockets created by processes in that
+    /// cgroup (and the connections they accept) run them.
+    pub fn cgroup_skb(cgroup: &Path) -> Result<Self> {
+        let dir = fs::File::open(cgroup)
+            .with_context(|| format!("floor: opening cgroup {}", cgroup.display()))?;
+        let mut fds = Vec::new();
+        let mut programs = Vec::new();
+        for (attach, name) in [
+            (BPF_CGROUP_INET_INGRESS, "ingress"),
+            (BPF_CGROUP_INET_EGRESS, "egress"),
+        ] {
+            let prog = load_program(BPF_PROG_TYPE_CGROUP_SKB, attach, &ALLOW_PROGRAM)?;
+            let link = link_create(&prog, dir.as_raw_fd(), attach).with_context(|| {
+                format!("floor: attaching cgroup_skb {name} to {}", cgroup.display())
+            })?;
+            programs.push(prog.as_raw_fd());
+            fds.extend([link, prog]);
+        }
+        Ok(Self {
+            what: "allow-all cgroup_skb programs on nginx's cgroup, ingress and egress".to_string(),
+            points: 2,
+            _fds: fds,
+            programs,
+        })
+    }
+
     /// An empty raw-tracepoint program on `sys_enter` and one on `sys_exit`.
     pub fn raw_syscalls() -> Result<Self> {
         let mut fds = Vec::new();
@@ -162,12 +205,18 @@ fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> Result<OwnedFd> {
 
 /// `BPF_PROG_LOAD` of [`EMPTY_PROGRAM`], with the verifier's log on refusal.
 fn load(prog_type: u32) -> Result<OwnedFd> {
+    load_program(prog_type, 0, &EMPTY_PROGRAM)
+}
+
+/// `BPF_PROG_LOAD` of `insns` as `prog_type`, for `expected_attach_type`
+/// where the type needs one, with the verifier's log on refusal.
+fn load_program(prog_type: u32, expected_attach_type: u32, insns: &[u64]) -> Result<OwnedFd> {
     let license = c"GPL";
     let mut log = vec![0u8; 4096];
     let mut attr = [0u64; 16];
     // prog_type, insn_cnt | insns | license | log_level, log_size | log_buf
-    attr[0] = u64::from(prog_type) | (EMPTY_PROGRAM.len() as u64) << 32;
-    attr[1] = EMPTY_PROGRAM.as_ptr() as u64;
+    attr[0] = u64::from(prog_type) | (insns.len() as u64) << 32;
+    attr[1] = insns.as_ptr() as u64;
     attr[2] = license.as_ptr() as u64;
     attr[3] = 1 | (log.len() as u64) << 32;
     attr[4] = log.as_mut_ptr() as u64;
@@ -176,10 +225,13 @@ fn load(prog_type: u32) -> Result<OwnedFd> {
     name[..PROG_NAME.len()].copy_from_slice(PROG_NAME);
     attr[6] = u64::from_ne_bytes(name[..8].try_into()?);
     attr[7] = u64::from_ne_bytes(name[8..].try_into()?);
+    // prog_ifindex, expected_attach_type at byte 64
+    attr[8] = u64::from(expected_attach_type) << 32;
     bpf(BPF_PROG_LOAD, &mut attr).with_context(|| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         format!(
-            "loading an empty program (type {prog_type}); verifier: {}",
+            "loading an empty program (type {prog_type}, attach type \
+             {expected_attach_type}); verifier: {}",
             String::from_utf8_lossy(&log[..end]).trim()
         )
     })
@@ -236,4 +288,14 @@ fn raw_tracepoint_open(name: &str, prog: &OwnedFd) -> Result<OwnedFd> {
     attr[0] = name.as_ptr() as u64;
     attr[1] = prog.as_raw_fd() as u64;
     bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
+}
+
+/// `BPF_LINK_CREATE` of `prog` on `target_fd` (a cgroup directory) as
+/// `attach_type`: the returned fd holds the attachment.
+fn link_create(prog: &OwnedFd, target_fd: RawFd, attach_type: u32) -> Result<OwnedFd> {
+    let mut attr = [0u64; 16];
+    // prog_fd, target_fd | attach_type, flags
+    attr[0] = u64::from(prog.as_raw_fd() as u32) | u64::from(target_fd as u32) << 32;
+    attr[1] = u64::from(attach_type);
+    bpf(BPF_LINK_CREATE, &mut attr)
 }

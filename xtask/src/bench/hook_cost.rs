@@ -1,6 +1,8 @@
 //! `hook-cost`: what nginx's own CPU per request becomes, at a fixed rate,
 //! with nothing attached, with the floor ([`super::floor`]: empty programs
-//! where the agent attaches its own, and empty raw `sys_enter`/`sys_exit`),
+//! where the agent attaches its own, empty raw `sys_enter`/`sys_exit`, and
+//! allow-all cgroup_skb programs on nginx's cgroup, the cheapest hook here
+//! that sees payload),
 //! and with the agent capturing (`--print off`, no exporter). The probes
 //! run inside nginx's syscalls, so their cost is nginx's CPU; at a fixed
 //! rate that is steadier than saturation's throughput, which moves with
@@ -44,10 +46,17 @@ enum Side {
     None,
     Floor,
     FloorRaw,
+    FloorSkb,
     Capture,
 }
 
-const SIDES: [Side; 4] = [Side::None, Side::Floor, Side::FloorRaw, Side::Capture];
+const SIDES: [Side; 5] = [
+    Side::None,
+    Side::Floor,
+    Side::FloorRaw,
+    Side::FloorSkb,
+    Side::Capture,
+];
 
 impl Side {
     fn name(self) -> &'static str {
@@ -55,6 +64,7 @@ impl Side {
             Side::None => "none",
             Side::Floor => "floor-tracepoints",
             Side::FloorRaw => "floor-raw-syscalls",
+            Side::FloorSkb => "floor-cgroup-skb",
             Side::Capture => "agent-capture-only",
         }
     }
@@ -64,6 +74,7 @@ impl Side {
             Side::None => "nothing attached",
             Side::Floor => "empty programs on the agent's tracepoints",
             Side::FloorRaw => "empty raw sys_enter/sys_exit programs",
+            Side::FloorSkb => "allow-all cgroup_skb programs on nginx's cgroup",
             Side::Capture => "the agent, capture only (--print off)",
         }
     }
@@ -238,6 +249,7 @@ fn one(
     let floor = match side {
         Side::Floor => Some(Floor::agent_tracepoints()?),
         Side::FloorRaw => Some(Floor::raw_syscalls()?),
+        Side::FloorSkb => Some(Floor::cgroup_skb(cx.nginx_cgroup)?),
         _ => None,
     };
     let started = if side == Side::Capture {

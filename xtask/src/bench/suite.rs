@@ -34,7 +34,9 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{
-    BenchArgs, Scenario, bodies, bpf_stats, chain, fixed_rate, hook_cost, load, loadgen,
+    BenchArgs, Scenario, bodies, bpf_stats,
+    cgroup::Cgroup,
+    chain, fixed_rate, hook_cost, load, loadgen,
     procs::{self, Guard},
     receiver::{self, Receiver, Waited},
     report::{self, Section},
@@ -55,6 +57,9 @@ pub struct Ctx<'a> {
     pub load_cpu: Option<usize>,
     /// `taskset -c` list for nginx (and the chain's forwarder).
     pub nginx_cpus: Option<&'static str>,
+    /// The child cgroup nginx was born in, where `hook-cost` attaches its
+    /// cgroup_skb floor (never the root cgroup).
+    pub nginx_cgroup: &'a Path,
 }
 
 impl Ctx<'_> {
@@ -176,7 +181,19 @@ pub fn run(
         guard.dir.display()
     ));
     let port = procs::free_port()?;
-    let nginx_pid = load::start_nginx(guard, port, None, nginx_cpus)?;
+    // Declared before what it holds is started: dropped (waiting for the
+    // cgroup to empty, then removing it) only after nginx is stopped.
+    let nginx_cgroup = Cgroup::create("nginx")?;
+    let dir = guard.dir.clone();
+    let nginx_pid = load::start_nginx_in(
+        guard,
+        &dir,
+        port,
+        None,
+        nginx_cpus,
+        Some(&nginx_cgroup),
+        None,
+    )?;
     let receiver = receiver::start(guard)?;
     note(format!(
         "nginx pid {nginx_pid} (CPUs {}), http://127.0.0.1:{port}/bench.json; receiver pid {} \
@@ -197,26 +214,16 @@ pub fn run(
         deadline,
         load_cpu,
         nginx_cpus,
+        nginx_cgroup: nginx_cgroup.path(),
     };
-    let mut sections: Vec<Section> = Vec::new();
-    for &s in which {
-        cx.check_time(s.name())?;
-        section(&format!("bench: {}", s.name()));
-        sections.push(match s {
-            Scenario::Saturation => saturation::run(&mut cx)?,
-            Scenario::FixedRate => fixed_rate::run(&mut cx)?,
-            Scenario::HookCost => hook_cost::run(&mut cx)?,
-            Scenario::BpfStats => bpf_stats::run(&mut cx)?,
-            Scenario::Scaling => scaling::run(&mut cx)?,
-            Scenario::Chain => chain::run(&mut cx)?,
-            Scenario::Bodies => bodies::run(&mut cx)?,
-            Scenario::Soak => soak::run(&mut cx)?,
-            _ => bail!("{} is not part of the suite", s.name()),
-        });
-    }
+    let sections = scenarios(&mut cx, which);
     let load_end = timed::load_average();
     let others = timed::other_agents(&[]);
-    guard_stop(cx.guard, nginx_pid, receiver.pid)?;
+    // Stopped also when a scenario failed, so that nginx's cgroup empties
+    // before it is dropped (and removed) on the way out.
+    let stopped = guard_stop(cx.guard, nginx_pid, receiver.pid);
+    let sections = sections?;
+    stopped?;
 
     section("bench: report");
     let header = format!(
@@ -258,6 +265,27 @@ pub fn run(
         report::validate(&sections, &json_path, &md_path)?;
     }
     Ok(sections.into_iter().flat_map(|s| s.problems).collect())
+}
+
+/// Each of `which` in turn, against the suite's nginx.
+fn scenarios(cx: &mut Ctx, which: &[Scenario]) -> Result<Vec<Section>> {
+    let mut sections = Vec::new();
+    for &s in which {
+        cx.check_time(s.name())?;
+        section(&format!("bench: {}", s.name()));
+        sections.push(match s {
+            Scenario::Saturation => saturation::run(cx)?,
+            Scenario::FixedRate => fixed_rate::run(cx)?,
+            Scenario::HookCost => hook_cost::run(cx)?,
+            Scenario::BpfStats => bpf_stats::run(cx)?,
+            Scenario::Scaling => scaling::run(cx)?,
+            Scenario::Chain => chain::run(cx)?,
+            Scenario::Bodies => bodies::run(cx)?,
+            Scenario::Soak => soak::run(cx)?,
+            _ => bail!("{} is not part of the suite", s.name()),
+        });
+    }
+    Ok(sections)
 }
 
 fn guard_stop(guard: &mut Guard, nginx: u32, receiver: u32) -> Result<()> {
