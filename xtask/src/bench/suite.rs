@@ -23,6 +23,10 @@
 //! CPUs (`--no-pin` to let the scheduler place them); the agent and the
 //! OTLP receiver are not pinned: they share both CPUs with nginx and the
 //! load, which is what the agent costs a busy node.
+//!
+//! The suite's nginx is born in a child cgroup of its own, removed at the
+//! end, so that hook-cost can attach its cgroup_skb floor there and never
+//! to the root cgroup.
 
 use std::{
     path::Path,
