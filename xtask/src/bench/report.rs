@@ -15,7 +15,7 @@ pub struct Row {
     pub scenario: &'static str,
     pub metric: String,
     pub measured: String,
-    pub target: &'static str,
+    pub target: String,
 }
 
 impl Row {
@@ -23,13 +23,13 @@ impl Row {
         scenario: &'static str,
         metric: impl Into<String>,
         measured: impl Into<String>,
-        target: &'static str,
+        target: impl Into<String>,
     ) -> Self {
         Self {
             scenario,
             metric: metric.into(),
             measured: measured.into(),
-            target,
+            target: target.into(),
         }
     }
 }
