@@ -139,44 +139,54 @@ impl Floor {
     pub fn cgroup_skb(cgroup: &Path) -> Result<Self> {
         let dir = fs::File::open(cgroup)
             .with_context(|| format!("floor: opening cgroup {}", cgroup.display()))?;
-        let mut fds = Vec::new();
-        let mut programs = Vec::new();
-        for (attach, name) in [
+        let attached = [
             (BPF_CGROUP_INET_INGRESS, "ingress"),
             (BPF_CGROUP_INET_EGRESS, "egress"),
-        ] {
+        ]
+        .into_iter()
+        .map(|(attach, name)| {
             let prog = load_program(BPF_PROG_TYPE_CGROUP_SKB, attach, &ALLOW_PROGRAM)?;
             let link = link_create(&prog, dir.as_raw_fd(), attach).with_context(|| {
                 format!("floor: attaching cgroup_skb {name} to {}", cgroup.display())
             })?;
-            programs.push(prog.as_raw_fd());
-            fds.extend([link, prog]);
-        }
-        Ok(Self {
-            what: "allow-all cgroup_skb programs on nginx's cgroup, ingress and egress".to_string(),
-            points: 2,
-            _fds: fds,
-            programs,
+            Ok((link, prog))
         })
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Self::linked(
+            "allow-all cgroup_skb programs on nginx's cgroup, ingress and egress",
+            attached,
+        ))
     }
 
     /// An empty raw-tracepoint program on `sys_enter` and one on `sys_exit`.
     pub fn raw_syscalls() -> Result<Self> {
-        let mut fds = Vec::new();
-        let mut programs = Vec::new();
-        for name in ["sys_enter", "sys_exit"] {
-            let prog = load(BPF_PROG_TYPE_RAW_TRACEPOINT)?;
-            let link = raw_tracepoint_open(name, &prog)
-                .with_context(|| format!("floor: attaching raw tracepoint {name}"))?;
-            programs.push(prog.as_raw_fd());
-            fds.extend([link, prog]);
-        }
-        Ok(Self {
-            what: "empty raw tracepoint programs on sys_enter and sys_exit".to_string(),
-            points: 2,
-            _fds: fds,
+        let attached = ["sys_enter", "sys_exit"]
+            .into_iter()
+            .map(|name| {
+                let prog = load(BPF_PROG_TYPE_RAW_TRACEPOINT)?;
+                let link = raw_tracepoint_open(name, &prog)
+                    .with_context(|| format!("floor: attaching raw tracepoint {name}"))?;
+                Ok((link, prog))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::linked(
+            "empty raw tracepoint programs on sys_enter and sys_exit",
+            attached,
+        ))
+    }
+
+    /// Programs each held by an attachment fd of its own (a bpf link or a
+    /// raw tracepoint), as `(attachment, program)` pairs: one point each.
+    fn linked(what: &str, attached: Vec<(OwnedFd, OwnedFd)>) -> Self {
+        let programs = attached.iter().map(|(_, p)| p.as_raw_fd()).collect();
+        let points = attached.len();
+        Self {
+            what: what.to_string(),
+            points,
+            // Each attachment before its program (see `_fds`).
+            _fds: attached.into_iter().flat_map(|(a, p)| [a, p]).collect(),
             programs,
-        })
+        }
     }
 }
 
