@@ -240,7 +240,7 @@ fn load_program(prog_type: u32, expected_attach_type: u32, insns: &[u64]) -> Res
     bpf(BPF_PROG_LOAD, &mut attr).with_context(|| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         format!(
-            "loading an empty program (type {prog_type}, attach type \
+            "loading a floor program (type {prog_type}, attach type \
              {expected_attach_type}); verifier: {}",
             String::from_utf8_lossy(&log[..end]).trim()
         )
