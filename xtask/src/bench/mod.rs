@@ -85,7 +85,8 @@ pub enum Scenario {
     /// fixed request rates with the agent: its CPU, RSS, span completeness
     FixedRate,
     /// nginx's CPU per request at 10k req/s: nothing attached, empty
-    /// programs on the agent's hooks (the floor), the agent capturing
+    /// programs on the agent's hooks (the floor), on raw sys_enter/exit,
+    /// allow-all cgroup_skb on nginx's cgroup, the agent capturing
     HookCost,
     /// per-program kernel run time (kernel.bpf_stats_enabled) under load
     BpfStats,
