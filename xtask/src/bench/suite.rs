@@ -198,7 +198,14 @@ pub fn run(
         Some(&nginx_cgroup),
         None,
     )?;
-    let receiver = receiver::start(guard)?;
+    let receiver = match receiver::start(guard) {
+        Ok(r) => r,
+        Err(e) => {
+            // nginx leaves its cgroup before the cgroup is removed.
+            let _ = guard.stop(nginx_pid, Duration::from_secs(5));
+            return Err(e);
+        }
+    };
     note(format!(
         "nginx pid {nginx_pid} (CPUs {}), http://127.0.0.1:{port}/bench.json; receiver pid {} \
          (OTLP/gRPC 127.0.0.1:{}); load on CPU {}; load average {}",
