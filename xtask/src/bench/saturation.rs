@@ -227,7 +227,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
     let agent_us = |side| cpu_per_request(side, &|r| r.agent_cpu);
     let receiver_us = cpu_per_request(Side::Otlp, &|r| r.receiver_cpu);
     let budget = Budget::of(
-        machine_cpus(),
+        cx.cpus,
         med(Side::None, &rps),
         nginx_us(Side::Otlp)
             .zip(nginx_us(Side::None))
@@ -330,9 +330,7 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
                 us(agent_us(Side::Capture)),
                 us(receiver_us)
             ),
-            us(nginx_us(Side::Otlp)
-                .zip(nginx_us(Side::None))
-                .map(|(a, b)| a - b)),
+            us(budget.nginx_added_us),
             "—",
         ),
         Row::new(
@@ -381,11 +379,6 @@ pub fn run(cx: &mut Ctx) -> Result<Section, anyhow::Error> {
         .to_vec(),
         problems,
     })
-}
-
-/// The machine's CPUs, as the suite counts them for pinning.
-fn machine_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// What the throughput target leaves the agent, in CPU per request, next

@@ -61,6 +61,8 @@ pub struct Ctx<'a> {
     pub load_cpu: Option<usize>,
     /// `taskset -c` list for nginx (and the chain's forwarder).
     pub nginx_cpus: Option<&'static str>,
+    /// The machine's CPUs (what saturation's budget divides).
+    pub cpus: usize,
     /// The child cgroup nginx was born in, where `hook-cost` attaches its
     /// cgroup_skb floor (never the root cgroup).
     pub nginx_cgroup: &'a Path,
@@ -225,6 +227,7 @@ pub fn run(
         deadline,
         load_cpu,
         nginx_cpus,
+        cpus,
         nginx_cgroup: nginx_cgroup.path(),
     };
     let sections = scenarios(&mut cx, which);
